@@ -11,7 +11,8 @@
 //! | 4 | bool | client can store linking data (state-assisted transactions) |
 //! | 5 | tstr | request type hint, `"ga"` or `"mc"` |
 //!
-//! Our encoder always writes keys 0–5 (key 3 when a time is given) and never key 6 or GREASE
+//! Our encoder always writes keys 0, 1, 4 and 5, and keys 2 and 3 when set (a client URL from
+//! [`FidoUrl::new`] sets both) and never key 6 or GREASE
 //! keys. The decoder matches the prefix in any case, requires canonical CBOR, ignores unknown
 //! keys and unknown hints (→ `ga`), ignores a key 3 of the wrong type (as Chromium), and reports
 //! the first failed check as a [`UrlError`].
@@ -144,8 +145,8 @@ pub struct FidoUrl {
     pub public_key: PublicKey,
     /// The QR secret.
     pub qr_secret: QrSecret,
-    /// Key 2: assigned tunnel domains the client knows (absent = 0).
-    pub tunnel_server_domains: u64,
+    /// Key 2: assigned tunnel domains the client knows (absent means 0).
+    pub tunnel_server_domains: Option<u64>,
     /// Key 3: Unix time in seconds when the URL was made.
     pub timestamp: Option<u64>,
     /// Key 4: whether the client can store linking data.
@@ -167,7 +168,7 @@ impl FidoUrl {
         Self {
             public_key,
             qr_secret,
-            tunnel_server_domains: KNOWN_ASSIGNED_DOMAINS,
+            tunnel_server_domains: Some(KNOWN_ASSIGNED_DOMAINS),
             timestamp: Some(unix_time),
             state_assisted: Some(state_assisted),
             request_type,
@@ -195,8 +196,10 @@ impl FidoUrl {
                 Value::Bytes(self.compressed_public_key().to_vec()),
             ),
             (cbor::int(1), Value::Bytes(self.qr_secret.expose().to_vec())),
-            (cbor::int(2), cbor::int(self.tunnel_server_domains)),
         ];
+        if let Some(n) = self.tunnel_server_domains {
+            map.push((cbor::int(2), cbor::int(n)));
+        }
         if let Some(t) = self.timestamp {
             map.push((cbor::int(3), cbor::int(t)));
         }
@@ -249,8 +252,8 @@ impl FidoUrl {
         }
         let qr_secret = QrSecret::from_slice(secret).ok_or(UrlError::SecretLength(secret.len()))?;
         let tunnel_server_domains = match cbor::map_get(&map, 2) {
-            None => 0,
-            Some(v) => cbor::uint(v).ok_or(UrlError::Key2Type)?,
+            None => None,
+            Some(v) => Some(cbor::uint(v).ok_or(UrlError::Key2Type)?),
         };
         let timestamp = cbor::map_get(&map, 3).and_then(cbor::uint);
         let state_assisted = match cbor::map_get(&map, 4) {

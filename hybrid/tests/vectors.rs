@@ -272,7 +272,7 @@ fn fido_urls() {
         r.eq(
             format!("fido_urls[{i}] domains"),
             e["tunnel_server_domains"].as_u64(),
-            Some(parsed.tunnel_server_domains),
+            Some(parsed.tunnel_server_domains.unwrap_or(0)),
         );
         r.eq(
             format!("fido_urls[{i}] timestamp"),
