@@ -1,0 +1,18 @@
+//! `ctap_request`: `CtapRequest::decode` is total. An accepted request keeps its command byte,
+//! and its canonical encoding decodes again to a request that is a fixed point of
+//! encode → decode (the first re-encoding may only sort maps kept as raw CBOR, like extensions).
+#![no_main]
+
+use hybrid::ctap::{CtapCommand, CtapRequest};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(request) = CtapRequest::decode(data) else {
+        return;
+    };
+    assert_eq!(request.command(), CtapCommand::from(data[0]));
+    let encoded = request.encode();
+    let again = CtapRequest::decode(&encoded).expect("our encoding decodes");
+    assert_eq!(again.encode(), encoded);
+    assert_eq!(CtapRequest::decode(&again.encode()).as_ref(), Ok(&again));
+});

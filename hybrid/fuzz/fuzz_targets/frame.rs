@@ -1,0 +1,76 @@
+//! `frame`: every decoder of tunnel plaintexts is total. A decoded frame re-encodes to its input
+//! (shutdown drops its payload). A decoded post-handshake message re-encodes as revision 1 CBOR
+//! that decodes again, to an encoding fixed point. Revision 0 padding is accepted only on
+//! 256-byte multiples. Linking data that decodes survives to_value → from_value and the padded
+//! update encoding.
+#![no_main]
+
+use hybrid::cbor::{self, Strictness, Value};
+use hybrid::frame::{self, Frame, LinkingInfo, PostHandshake, Revision, UPDATE_PADDED_LEN};
+use hybrid::noise::uncompressed;
+use libfuzzer_sys::fuzz_target;
+
+fn check_frame(data: &[u8]) {
+    let Ok(decoded) = Frame::decode(data) else {
+        return;
+    };
+    let encoded = decoded.encode();
+    if decoded == Frame::Shutdown {
+        assert_eq!(encoded, [0]);
+    } else {
+        assert_eq!(encoded, data);
+    }
+    assert_eq!(Frame::decode(&encoded), Ok(decoded));
+}
+
+fn check_post_handshake(data: &[u8]) {
+    let Ok((message, _)) = PostHandshake::decode(data) else {
+        return;
+    };
+    let encoded = message.encode();
+    let (again, revision) = PostHandshake::decode(&encoded).expect("our encoding decodes");
+    assert_eq!(revision, Revision::One);
+    assert_eq!(again.encode(), encoded);
+    assert_eq!(again.supports_ctap(), message.supports_ctap());
+}
+
+fn check_padded_v0(data: &[u8]) {
+    if frame::decode_padded_map_v0(data).is_ok() {
+        assert!(!data.is_empty() && data.len().is_multiple_of(256));
+    }
+}
+
+fn check_linking(data: &[u8]) {
+    let _ = frame::decode_update(data);
+    let Ok(mut value) = cbor::decode(data, Strictness::Lenient) else {
+        return;
+    };
+    let _ = LinkingInfo::from_value(&value);
+    // Random bytes are never a P-256 point: put a real one under key 4 so the checks after it
+    // are reached too.
+    if let Value::Map(entries) = &mut value {
+        let point = Value::Bytes(uncompressed(&hybrid_fuzz::key(4).public_key()).to_vec());
+        match entries.iter_mut().find(|(k, _)| cbor::uint(k) == Some(4)) {
+            Some((_, v)) => *v = point,
+            None => entries.push((cbor::int(4), point)),
+        }
+    }
+    let Ok(linking) = LinkingInfo::from_value(&value) else {
+        return;
+    };
+    assert_eq!(LinkingInfo::from_value(&linking.to_value()), Ok(linking.clone()));
+    let update = frame::encode_update(Some(&linking));
+    assert_eq!(frame::decode_update(&update), Ok(Some(linking.to_value())));
+    let unpadded = cbor::encode(&Value::Map(vec![(cbor::int(1), linking.to_value())]));
+    if unpadded.len() + 4 < UPDATE_PADDED_LEN {
+        // Type byte and payload fill the target, or one byte less where a head size forbids it.
+        assert!((UPDATE_PADDED_LEN - 1..=UPDATE_PADDED_LEN).contains(&(update.len() + 1)));
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    check_frame(data);
+    check_post_handshake(data);
+    check_padded_v0(data);
+    check_linking(data);
+});
