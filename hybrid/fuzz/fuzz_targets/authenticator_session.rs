@@ -36,22 +36,17 @@ enum Action {
     Request,
     /// The honest client seals these bytes.
     Sealed(Vec<u8>),
+    /// Milliseconds pass (nothing else takes time).
+    Wait(u32),
     Timeout,
     TunnelClosed,
-}
-
-#[derive(Arbitrary, Debug)]
-struct Step {
-    /// Milliseconds that pass before the action.
-    after_ms: u32,
-    action: Action,
 }
 
 #[derive(Arbitrary, Debug)]
 struct Input {
     /// Whether the phone offers linking data.
     linking: bool,
-    steps: Vec<Step>,
+    actions: Vec<Action>,
 }
 
 /// The honest client's view of the session.
@@ -138,10 +133,9 @@ fuzz_target!(|input: Input| {
     let mut routing = None;
     let mut now = Time::ZERO;
 
-    for step in input.steps {
-        now = Time::from_millis(now.as_millis().saturating_add(step.after_ms.into()));
+    for action in input.actions {
         let failed_before = phone.error().cloned();
-        let result = match step.action {
+        let result = match action {
             Action::RoutingId {
                 routing_id,
                 domain_id,
@@ -168,6 +162,10 @@ fuzz_target!(|input: Input| {
                 Some(ciphertext) => phone.handle_tunnel_message(now, &ciphertext),
                 None => Ok(()),
             },
+            Action::Wait(ms) => {
+                now = Time::from_millis(now.as_millis().saturating_add(ms.into()));
+                Ok(())
+            }
             Action::Timeout => phone.handle_timeout(now),
             Action::TunnelClosed => phone.handle_tunnel_closed(now),
         };

@@ -30,9 +30,10 @@ struct Input {
 
 fn damaged(genuine: &[u8], previous: Option<&Vec<u8>>, damage: Damage) -> Option<Vec<u8>> {
     let mut bytes = genuine.to_vec();
+    let len = bytes.len();
     match damage {
-        Damage::Flip { byte, bit } => bytes[usize::from(byte) % bytes.len()] ^= 1 << (bit % 8),
-        Damage::Truncate { len } => bytes.truncate(usize::from(len) % bytes.len()),
+        Damage::Flip { byte, bit } => bytes[usize::from(byte) % len] ^= 1 << (bit % 8),
+        Damage::Truncate { len: cut } => bytes.truncate(usize::from(cut) % len),
         Damage::Replace(other) => bytes = other,
         Damage::Replay => bytes = previous?.clone(),
     }

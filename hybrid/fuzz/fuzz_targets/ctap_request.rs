@@ -3,11 +3,24 @@
 //! encode → decode (the first re-encoding may only sort maps kept as raw CBOR, like extensions).
 #![no_main]
 
+use arbitrary::Arbitrary;
 use hybrid::ctap::{CtapCommand, CtapRequest};
+use hybrid_fuzz::FuzzValue;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(request) = CtapRequest::decode(data) else {
+#[derive(Arbitrary, Debug)]
+enum Input {
+    Raw(Vec<u8>),
+    /// A command byte and a CBOR value built by the fuzzer.
+    Structured(u8, FuzzValue),
+}
+
+fuzz_target!(|input: Input| {
+    let data = match input {
+        Input::Raw(bytes) => bytes,
+        Input::Structured(command, value) => [vec![command], value.encode()].concat(),
+    };
+    let Ok(request) = CtapRequest::decode(&data) else {
         return;
     };
     assert_eq!(request.command(), CtapCommand::from(data[0]));

@@ -6,17 +6,30 @@
 use hybrid::ctap::{
     CtapError, CtapResponse, GetAssertionResponse, GetInfoResponse, MakeCredentialResponse,
 };
+use arbitrary::Arbitrary;
+use hybrid_fuzz::FuzzValue;
 use libfuzzer_sys::fuzz_target;
+
+#[derive(Arbitrary, Debug)]
+enum Input {
+    Raw(Vec<u8>),
+    /// A status byte and a CBOR value built by the fuzzer.
+    Structured(u8, FuzzValue),
+}
 
 fn check_get_info(info: GetInfoResponse) {
     assert_eq!(GetInfoResponse::from_cbor(&info.to_cbor()), Ok(info));
 }
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(info) = GetInfoResponse::from_cbor(data) {
+fuzz_target!(|input: Input| {
+    let data = match input {
+        Input::Raw(bytes) => bytes,
+        Input::Structured(status, value) => [vec![status], value.encode()].concat(),
+    };
+    if let Ok(info) = GetInfoResponse::from_cbor(&data) {
         check_get_info(info);
     }
-    let Ok(response) = CtapResponse::decode(data) else {
+    let Ok(response) = CtapResponse::decode(&data) else {
         assert!(data.is_empty());
         return;
     };

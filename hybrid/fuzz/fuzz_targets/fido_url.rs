@@ -6,7 +6,9 @@
 
 use arbitrary::Arbitrary;
 use hybrid::digits;
-use hybrid::url::{FidoUrl, MAX_URL_LEN, PREFIX};
+use hybrid::QrSecret;
+use hybrid::url::{FidoUrl, MAX_URL_LEN, PREFIX, RequestType};
+use p256::SecretKey;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -15,6 +17,16 @@ enum Input {
     Text(String),
     /// `FIDO:/` and the digits of these bytes, so the CBOR layer is reached directly.
     Payload { lower_case_prefix: bool, cbor: Vec<u8> },
+    /// A client URL we encode, with one character replaced, so that inputs near valid URLs are
+    /// explored too. Without an edit it must parse back exactly.
+    Edited {
+        key: [u8; 32],
+        secret: [u8; 16],
+        make_credential: bool,
+        unix_time: u64,
+        state_assisted: bool,
+        edit: Option<(u16, char)>,
+    },
 }
 
 fn check_round_trip(url: &FidoUrl) {
@@ -54,6 +66,39 @@ fuzz_target!(|input: Input| {
             }
             if let Ok(url) = parsed {
                 check_round_trip(&url);
+            }
+        }
+        Input::Edited {
+            key,
+            secret,
+            make_credential,
+            unix_time,
+            state_assisted,
+            edit,
+        } => {
+            let key = SecretKey::from_slice(&key).unwrap_or_else(|_| hybrid_fuzz::key(1));
+            let request_type = if make_credential {
+                RequestType::MakeCredential
+            } else {
+                RequestType::GetAssertion
+            };
+            let url = FidoUrl::new(
+                key.public_key(),
+                QrSecret::new(secret),
+                request_type,
+                unix_time,
+                state_assisted,
+            );
+            let mut text: Vec<char> = url.encode().chars().collect();
+            let Some((position, replacement)) = edit else {
+                assert_eq!(FidoUrl::parse(&url.encode()), Ok(url));
+                return;
+            };
+            let len = text.len();
+            text[usize::from(position) % len] = replacement;
+            let edited: String = text.into_iter().collect();
+            if let Ok(parsed) = FidoUrl::parse(&edited) {
+                check_round_trip(&parsed);
             }
         }
     }

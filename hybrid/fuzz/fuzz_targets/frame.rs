@@ -1,14 +1,29 @@
 //! `frame`: every decoder of tunnel plaintexts is total. A decoded frame re-encodes to its input
 //! (shutdown drops its payload). A decoded post-handshake message re-encodes as revision 1 CBOR
 //! that decodes again, to an encoding fixed point. Revision 0 padding is accepted only on
-//! 256-byte multiples. Linking data that decodes survives to_value → from_value and the padded
-//! update encoding.
+//! 256-byte multiples, and a padded map is always found. Linking data that decodes survives
+//! to_value → from_value and the padded update encoding, which fills the update frame.
 #![no_main]
 
+use arbitrary::Arbitrary;
 use hybrid::cbor::{self, Strictness, Value};
 use hybrid::frame::{self, Frame, LinkingInfo, PostHandshake, Revision, UPDATE_PADDED_LEN};
 use hybrid::noise::uncompressed;
+use hybrid_fuzz::FuzzValue;
 use libfuzzer_sys::fuzz_target;
+
+#[derive(Arbitrary, Debug)]
+enum Input {
+    Raw(Vec<u8>),
+    /// A CBOR value built by the fuzzer.
+    Structured(FuzzValue),
+    /// A CBOR value with revision 0 padding: `extra` more granules of zeros, 8- or 16-bit count.
+    PaddedV0 {
+        value: FuzzValue,
+        wide_count: bool,
+        extra: u8,
+    },
+}
 
 fn check_frame(data: &[u8]) {
     let Ok(decoded) = Frame::decode(data) else {
@@ -40,14 +55,32 @@ fn check_padded_v0(data: &[u8]) {
     }
 }
 
-fn check_linking(data: &[u8]) {
-    let _ = frame::decode_update(data);
-    let Ok(mut value) = cbor::decode(data, Strictness::Lenient) else {
-        return;
-    };
-    let _ = LinkingInfo::from_value(&value);
+/// Revision 0 padding of `map`, as old phones write it.
+fn pad_v0(map: &[u8], wide_count: bool, extra: u8) -> Vec<u8> {
+    let (granule, count_len) = if wide_count { (512, 2) } else { (256, 1) };
+    let unpadded = map.len() + count_len;
+    let zeros = unpadded.next_multiple_of(granule) - unpadded + usize::from(extra) * granule;
+    let mut out = map.to_vec();
+    out.resize(map.len() + zeros, 0);
+    if wide_count {
+        let Ok(count) = u16::try_from(zeros) else {
+            return out;
+        };
+        out.extend_from_slice(&count.to_le_bytes());
+    } else {
+        let Ok(count) = u8::try_from(zeros) else {
+            return out;
+        };
+        out.push(count);
+    }
+    out
+}
+
+fn check_linking(value: &Value) {
+    let _ = LinkingInfo::from_value(value);
     // Random bytes are never a P-256 point: put a real one under key 4 so the checks after it
     // are reached too.
+    let mut value = value.clone();
     if let Value::Map(entries) = &mut value {
         let point = Value::Bytes(uncompressed(&hybrid_fuzz::key(4).public_key()).to_vec());
         match entries.iter_mut().find(|(k, _)| cbor::uint(k) == Some(4)) {
@@ -68,9 +101,34 @@ fn check_linking(data: &[u8]) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+fn check_all(data: &[u8]) {
     check_frame(data);
     check_post_handshake(data);
     check_padded_v0(data);
-    check_linking(data);
+    let _ = frame::decode_update(data);
+    if let Ok(value) = cbor::decode(data, Strictness::Lenient) {
+        check_linking(&value);
+    }
+}
+
+fuzz_target!(|input: Input| {
+    match input {
+        Input::Raw(bytes) => check_all(&bytes),
+        Input::Structured(value) => check_all(&value.encode()),
+        Input::PaddedV0 {
+            value,
+            wide_count,
+            extra,
+        } => {
+            let map = value.encode();
+            let padded = pad_v0(&map, wide_count, extra);
+            if matches!(value.to_value(), Value::Map(_))
+                && cbor::decode(&map, Strictness::Lenient).is_ok()
+                && padded.len().is_multiple_of(256)
+            {
+                assert!(frame::decode_padded_map_v0(&padded).is_ok(), "padded map not found");
+            }
+            check_all(&padded);
+        }
+    }
 });

@@ -5,7 +5,8 @@
 //! of shutdown. A failed session stays failed, with no deadline.
 //!
 //! The harness can also play an honest phone (the genuine advert, the Noise reply, a genuine
-//! post-handshake message, sealed plaintexts of the fuzzer's choice), so every state is reached.
+//! post-handshake message, replies and other plaintexts of the fuzzer's choice), so every state
+//! is reached.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -40,17 +41,14 @@ enum Action {
     Handshake { old_construction: bool },
     /// The honest phone seals a genuine post-handshake message.
     PostHandshake,
+    /// The honest phone seals a CTAP reply frame.
+    Reply { status: u8, body: Vec<u8> },
     /// The honest phone seals these bytes.
     Sealed(Vec<u8>),
+    /// Milliseconds pass (nothing else takes time).
+    Wait(u32),
     Timeout,
     TunnelClosed,
-}
-
-#[derive(Arbitrary, Debug)]
-struct Step {
-    /// Milliseconds that pass before the action.
-    after_ms: u32,
-    action: Action,
 }
 
 /// The honest phone's view of the session.
@@ -99,7 +97,7 @@ fn check_transmits(client: &mut Initiator, phone: &mut Phone) {
     }
 }
 
-fuzz_target!(|steps: Vec<Step>| {
+fuzz_target!(|actions: Vec<Action>| {
     let identity = key(1);
     let eid_key = derive::eid_key(&QrSecret::new(QR_SECRET));
     let mut client = Initiator::new(
@@ -114,10 +112,9 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut now = Time::ZERO;
     let mut responses = 0;
 
-    for step in steps {
-        now = Time::from_millis(now.as_millis().saturating_add(step.after_ms.into()));
+    for action in actions {
         let failed_before = client.error().cloned();
-        let result = match step.action {
+        let result = match action {
             Action::Advert(bytes) => {
                 assert!(!client.handle_advert(now, &bytes), "foreign advert matched");
                 Ok(())
@@ -168,10 +165,21 @@ fuzz_target!(|steps: Vec<Step>| {
                     None => Ok(()),
                 }
             }
+            Action::Reply { status, body } => {
+                let reply = [&[status][..], &body].concat();
+                match phone.seal(Frame::Ctap(reply).encode()) {
+                    Some(ciphertext) => client.handle_tunnel_message(now, &ciphertext),
+                    None => Ok(()),
+                }
+            }
             Action::Sealed(plaintext) => match phone.seal(plaintext) {
                 Some(ciphertext) => client.handle_tunnel_message(now, &ciphertext),
                 None => Ok(()),
             },
+            Action::Wait(ms) => {
+                now = Time::from_millis(now.as_millis().saturating_add(ms.into()));
+                Ok(())
+            }
             Action::Timeout => {
                 let result = client.handle_timeout(now);
                 if result.is_ok() {

@@ -44,7 +44,7 @@ fn respond(
 
 fn flipped(message: &[u8], (byte, bit): (u8, u8)) -> Vec<u8> {
     let mut bytes = message.to_vec();
-    bytes[usize::from(byte) % bytes.len()] ^= 1 << (bit % 8);
+    bytes[usize::from(byte) % MESSAGE_LEN] ^= 1 << (bit % 8);
     bytes
 }
 

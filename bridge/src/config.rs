@@ -1,0 +1,341 @@
+//! Typed, layered configuration: built-in defaults, then a TOML file, then `TETHER_*`
+//! environment variables (nested keys joined with `__`, e.g. `TETHER_LIMITS__PER_DEVICE_PER_MINUTE`),
+//! then command-line flags.
+//!
+//! The defaults are a development setup that needs nothing else: listen on 127.0.0.1:8080, a
+//! SQLite file `./tether.db`, the built-in development identity issuer, the development push
+//! sink, a generated envelope signing key persisted beside the database, GraphiQL and
+//! introspection on. The `production` profile refuses to start with any of the development
+//! pieces and says which.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A string that never prints: database URLs may carry passwords.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+/// Deployment profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Local development: development issuer, push sink and tools allowed.
+    #[default]
+    Development,
+    /// Production: development pieces refused.
+    Production,
+}
+
+/// Where companion access tokens come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase")]
+pub enum IdentityConfig {
+    /// The built-in development issuer (`bridge dev-token`).
+    Dev,
+    /// The operator's OpenID Connect / OAuth 2 provider.
+    Oidc {
+        /// Expected `iss`.
+        issuer: String,
+        /// Expected `aud`.
+        audience: String,
+        /// A file holding the provider's JWKS.
+        jwks_file: PathBuf,
+        /// Accepted algorithms (ES256, EdDSA, RS256).
+        #[serde(default = "default_algorithms")]
+        algorithms: Vec<String>,
+        /// Clock leeway for `exp`/`nbf`, seconds.
+        #[serde(default = "default_leeway")]
+        leeway_secs: u64,
+    },
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["ES256".into(), "EdDSA".into(), "RS256".into()]
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// Where outbox rows go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushSinkConfig {
+    /// Development sink: marks pushes sent; companions read deliveries through the API.
+    Dev,
+}
+
+/// GraphQL endpoint limits and tools.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GraphqlConfig {
+    /// Serve GraphiQL at `/graphql` for browsers.
+    pub graphiql: bool,
+    /// Answer introspection queries.
+    pub introspection: bool,
+    /// Deepest query accepted.
+    pub max_depth: usize,
+    /// Highest query complexity accepted.
+    pub max_complexity: usize,
+    /// Most aliases accepted in one query.
+    pub max_aliases: usize,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self {
+            graphiql: true,
+            introspection: true,
+            max_depth: 10,
+            max_complexity: 250,
+            max_aliases: 15,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Limits with their documented defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Sign-in and registration requests per device per minute.
+    pub deliveries_per_device_per_minute: u32,
+    /// Sign-in and registration requests per account per minute.
+    pub deliveries_per_account_per_minute: u32,
+    /// How old a FIDO URL's timestamp may be, seconds (and how far in the future).
+    pub fido_url_max_age_secs: i64,
+    /// `startPairing` calls per client address per minute.
+    pub pairing_starts_per_address_per_minute: u32,
+    /// Lifetime of a pairing code, seconds.
+    pub pairing_code_ttl_secs: i64,
+    /// Wrong pairing codes in a row before the account is locked out.
+    pub pairing_lockout_after: u32,
+    /// How long a pairing lockout lasts, seconds.
+    pub pairing_lockout_secs: i64,
+    /// Failed pairing confirmations per account per hour.
+    pub pairing_failures_per_account_per_hour: u32,
+    /// Days without a call after which a device expires.
+    pub device_inactivity_days: i64,
+    /// Most companion installs per account.
+    pub companions_per_account: u32,
+    /// Most devices per account.
+    pub devices_per_account: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deliveries_per_device_per_minute: 5,
+            deliveries_per_account_per_minute: 20,
+            fido_url_max_age_secs: 120,
+            pairing_starts_per_address_per_minute: 10,
+            pairing_code_ttl_secs: 600,
+            pairing_lockout_after: 5,
+            pairing_lockout_secs: 900,
+            pairing_failures_per_account_per_hour: 10,
+            device_inactivity_days: 30,
+            companions_per_account: 20,
+            devices_per_account: 50,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Development or production.
+    pub profile: Profile,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The bridge's public base URL: the issuer of envelopes and the audience of device tokens.
+    pub public_url: String,
+    /// Directory for the SQLite file, the signing keys and the development issuer key.
+    pub data_dir: PathBuf,
+    /// Database URL (`sqlite://…` or `postgres://…`); default: `tether.db` in `data_dir`.
+    pub database_url: Option<Redacted>,
+    /// Most pooled database connections.
+    pub database_max_connections: u32,
+    /// Envelope signing key file; default: `tether-signing-keys.json` in `data_dir`.
+    pub signing_key_file: Option<PathBuf>,
+    /// Audience of envelopes (what companion apps expect).
+    pub envelope_audience: String,
+    /// Companion identity provider.
+    pub identity: IdentityConfig,
+    /// Push delivery.
+    pub push: PushSinkConfig,
+    /// GraphQL limits and tools.
+    pub graphql: GraphqlConfig,
+    /// Rate limits, lifetimes and lockouts.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Development,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("."),
+            database_url: None,
+            database_max_connections: 8,
+            signing_key_file: None,
+            envelope_audience: "tether-companion".into(),
+            identity: IdentityConfig::Dev,
+            push: PushSinkConfig::Dev,
+            graphql: GraphqlConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A source could not be read or a value has the wrong type.
+    #[error("configuration invalid: {0}")]
+    Invalid(String),
+    /// The production profile found a development-only setting.
+    #[error("the production profile refuses {0}")]
+    RefusedInProduction(&'static str),
+}
+
+/// Overrides from command-line flags (highest precedence).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--database-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--profile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment, then `overrides`, and checks
+    /// the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("TETHER_").split("__").ignore(&["config"]))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the profile's rules and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.profile == Profile::Production {
+            if self.identity == IdentityConfig::Dev {
+                return Err(ConfigError::RefusedInProduction(
+                    "the development identity issuer: configure identity.provider = \"oidc\"",
+                ));
+            }
+            if self.push == PushSinkConfig::Dev {
+                return Err(ConfigError::RefusedInProduction(
+                    "the development push sink: configure APNs/FCM",
+                ));
+            }
+            if self.graphql.introspection {
+                return Err(ConfigError::RefusedInProduction(
+                    "GraphQL introspection: set graphql.introspection = false",
+                ));
+            }
+            if self.graphql.graphiql {
+                return Err(ConfigError::RefusedInProduction(
+                    "GraphiQL: set graphql.graphiql = false",
+                ));
+            }
+        }
+        let l = &self.limits;
+        let positive = [
+            (
+                "limits.deliveries_per_device_per_minute",
+                i64::from(l.deliveries_per_device_per_minute),
+            ),
+            (
+                "limits.deliveries_per_account_per_minute",
+                i64::from(l.deliveries_per_account_per_minute),
+            ),
+            ("limits.fido_url_max_age_secs", l.fido_url_max_age_secs),
+            (
+                "limits.pairing_starts_per_address_per_minute",
+                i64::from(l.pairing_starts_per_address_per_minute),
+            ),
+            ("limits.pairing_code_ttl_secs", l.pairing_code_ttl_secs),
+            (
+                "limits.pairing_lockout_after",
+                i64::from(l.pairing_lockout_after),
+            ),
+            (
+                "limits.pairing_failures_per_account_per_hour",
+                i64::from(l.pairing_failures_per_account_per_hour),
+            ),
+            ("limits.device_inactivity_days", l.device_inactivity_days),
+            (
+                "database_max_connections",
+                i64::from(self.database_max_connections),
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v <= 0) {
+            return Err(ConfigError::Invalid(format!("{name} must be positive")));
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.0.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("tether.db").display()
+            ),
+        }
+    }
+
+    /// The envelope signing key file in effect.
+    pub fn signing_key_file(&self) -> PathBuf {
+        self.signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tether-signing-keys.json"))
+    }
+
+    /// The development issuer's key file.
+    pub fn dev_issuer_key_file(&self) -> PathBuf {
+        self.data_dir.join("tether-dev-issuer.pem")
+    }
+}

@@ -1,0 +1,152 @@
+//! Everything a request handler needs, built once at startup and shared.
+
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
+
+use crate::auth::companion::{CompanionAuthConfig, CompanionVerifier};
+use crate::auth::dev_issuer::{DEV_ISSUER, DevIssuer};
+use crate::clock::SharedClock;
+use crate::config::{Config, IdentityConfig};
+use crate::events::EventBus;
+use crate::ratelimit::RateLimits;
+use crate::signing::KeySet;
+use crate::store::Store;
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Database problem.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Identity setup problem.
+    #[error("identity provider setup failed: {0}")]
+    Identity(String),
+    /// Signing key problem.
+    #[error("signing keys: {0}")]
+    Signing(String),
+    /// Socket problem.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shared state (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The shared parts.
+#[derive(Debug)]
+pub struct Inner {
+    /// Configuration in effect.
+    pub config: Config,
+    /// Database.
+    pub store: Store,
+    /// Time.
+    pub clock: SharedClock,
+    /// Verifies companion access tokens.
+    pub companions: CompanionVerifier,
+    /// The development issuer, when configured.
+    pub dev_issuer: Option<DevIssuer>,
+    /// Envelope signing keys.
+    pub keys: RwLock<KeySet>,
+    /// Rate limits.
+    pub limits: RateLimits,
+    /// Status changes for subscriptions.
+    pub events: EventBus,
+    /// Wakes the push worker when outbox rows are written.
+    pub outbox_wakeup: Notify,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Connects to the database, applies migrations and loads keys.
+    pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
+        config.validate()?;
+        let store = Store::connect(&config.database_url(), config.database_max_connections).await?;
+        Self::with_store(config, store, clock).await
+    }
+
+    /// Like [`AppState::build`] with an existing store (tests use per-test schemas).
+    pub async fn with_store(
+        config: Config,
+        store: Store,
+        clock: SharedClock,
+    ) -> Result<Self, StartError> {
+        store.migrate().await?;
+        let now_secs = clock.now_secs();
+        if config.profile == crate::config::Profile::Development {
+            std::fs::create_dir_all(&config.data_dir)?;
+        }
+        let (companions, dev_issuer) = match &config.identity {
+            IdentityConfig::Dev => {
+                let issuer = DevIssuer::load_or_create(&config.dev_issuer_key_file())
+                    .map_err(|e| StartError::Identity(e.to_string()))?;
+                let verifier = CompanionVerifier::new(
+                    CompanionAuthConfig {
+                        issuer: DEV_ISSUER.to_owned(),
+                        audience: config.public_url.clone(),
+                        algorithms: vec![jsonwebtoken::Algorithm::ES256],
+                        leeway_secs: 30,
+                    },
+                    issuer.jwks(),
+                )
+                .map_err(|e| StartError::Identity(e.to_string()))?;
+                (verifier, Some(issuer))
+            }
+            IdentityConfig::Oidc {
+                issuer,
+                audience,
+                jwks_file,
+                algorithms,
+                leeway_secs,
+            } => {
+                let algorithms = algorithms
+                    .iter()
+                    .map(|a| a.parse::<jsonwebtoken::Algorithm>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| StartError::Identity(format!("identity.algorithms: {e}")))?;
+                let verifier = CompanionVerifier::from_jwks_file(
+                    CompanionAuthConfig {
+                        issuer: issuer.clone(),
+                        audience: audience.clone(),
+                        algorithms,
+                        leeway_secs: *leeway_secs,
+                    },
+                    jwks_file,
+                )
+                .map_err(|e| StartError::Identity(e.to_string()))?;
+                (verifier, None)
+            }
+        };
+        let keys = KeySet::load_or_create(&config.signing_key_file(), now_secs)
+            .map_err(|e| StartError::Signing(e.to_string()))?;
+        let limits = RateLimits::new(&config.limits, clock.clone());
+        Ok(Self(Arc::new(Inner {
+            config,
+            store,
+            clock,
+            companions,
+            dev_issuer,
+            keys: RwLock::new(keys),
+            limits,
+            events: EventBus::default(),
+            outbox_wakeup: Notify::new(),
+        })))
+    }
+
+    /// Current time, Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}

@@ -1,0 +1,133 @@
+//! Background work: the expiry sweeper and the development push sink.
+//!
+//! Each step is a plain async function taking the state, so tests run one step at a time on a
+//! manual clock; [`spawn`] runs them in loops until shutdown.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::events::Event;
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::store::audit::{self, NewEntry};
+use crate::store::deliveries::{self, status};
+use crate::store::{devices, pairings};
+
+/// How often the sweeper runs.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a push worker holds an outbox row.
+pub const LEASE_MS: i64 = 30_000;
+
+/// Expires deliveries (erasing their URLs), pairings and inactive devices; forgets expired token
+/// ids and idle rate-limit keys. Returns how many deliveries expired.
+pub async fn sweep(state: &AppState) -> Result<usize, StoreError> {
+    let now = state.now_ms();
+    let mut tx = state.store.begin_write().await?;
+    let expired = deliveries::expire(&mut tx.tx, now).await?;
+    for d in &expired {
+        audit::append(
+            &mut tx.tx,
+            now,
+            &NewEntry {
+                account_id: Some(&d.account_id),
+                actor: "system",
+                event: "delivery.expire",
+                client_addr: None,
+                outcome: "expired",
+                detail: Some(format!("{} was {}", d.id, d.status)),
+            },
+        )
+        .await?;
+    }
+    deliveries::erase_finished_urls(&mut tx.tx).await?;
+    let expired_pairings = pairings::expire(&mut tx.tx, now).await?;
+    let cutoff = now - state.config.limits.device_inactivity_days * 86_400_000;
+    let expired_devices = devices::expire_inactive(&mut tx.tx, cutoff).await?;
+    for (device, account) in &expired_devices {
+        audit::append(
+            &mut tx.tx,
+            now,
+            &NewEntry {
+                account_id: account.as_deref(),
+                actor: "system",
+                event: "device.expire",
+                client_addr: None,
+                outcome: "expired",
+                detail: Some(format!(
+                    "{device} inactive for {} days",
+                    state.config.limits.device_inactivity_days
+                )),
+            },
+        )
+        .await?;
+    }
+    devices::prune_token_ids(&mut tx.tx, now).await?;
+    tx.commit().await?;
+    state.limits.retain_recent();
+    for d in &expired {
+        state.events.publish(Event::Delivery { id: d.id.clone() });
+    }
+    for p in expired_pairings {
+        state.events.publish(Event::Pairing { id: p });
+    }
+    Ok(expired.len())
+}
+
+/// The development push sink: takes due outbox rows and records them as sent, moving their
+/// deliveries to `SENT`. Companions then read deliveries through the API (`pendingDeliveries`
+/// or the delivery subscription). Returns how many rows it handled.
+pub async fn dev_sink_step(state: &AppState, worker: &str) -> Result<usize, StoreError> {
+    let now = state.now_ms();
+    let mut tx = state.store.begin_write().await?;
+    let rows = deliveries::lease_outbox(&mut tx.tx, worker, now, now + LEASE_MS, 100).await?;
+    let mut touched = Vec::new();
+    for row in &rows {
+        deliveries::outbox_sent(&mut tx.tx, &row.id, now).await?;
+        if deliveries::transition(
+            &mut tx.tx,
+            &row.delivery_id,
+            &[status::QUEUED],
+            status::SENT,
+            None,
+            None,
+            false,
+            now,
+        )
+        .await?
+        {
+            touched.push(row.delivery_id.clone());
+        }
+    }
+    tx.commit().await?;
+    for id in touched {
+        tracing::info!(delivery = %id, "dev push sink: delivered");
+        state.events.publish(Event::Delivery { id });
+    }
+    Ok(rows.len())
+}
+
+/// Runs the sweeper and the push sink until `shutdown` turns true.
+pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let worker = crate::id::new("wrk");
+        let mut sweep_tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
+                }
+                _ = sweep_tick.tick() => {
+                    if let Err(e) = sweep(&state).await {
+                        tracing::warn!(error = %e, "sweep failed");
+                    }
+                }
+                _ = state.outbox_wakeup.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if let Err(e) = dev_sink_step(&state, &worker).await {
+                tracing::warn!(error = %e, "push sink step failed");
+            }
+        }
+    })
+}
