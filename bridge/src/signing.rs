@@ -273,7 +273,8 @@ impl KeySet {
         })
     }
 
-    /// Makes a new key active; the previous active key is retired at `now_unix`.
+    /// Makes a new key active; the previous active key is retired at `now_unix`. Call
+    /// [`Self::save`] afterwards to persist it. Panics only if the OS has no randomness.
     pub fn rotate(&mut self, now_unix: i64) {
         let mut previous = std::mem::replace(&mut self.active, KeyEntry::generate(now_unix));
         previous.retired_at = Some(now_unix);

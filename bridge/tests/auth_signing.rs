@@ -208,6 +208,19 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + std::fmt::Debug>() {}
+    assert_send_sync::<CompanionVerifier>();
+    assert_send_sync::<DevIssuer>();
+    assert_send_sync::<KeySet>();
+    assert_send_sync::<DevicePublicKey>();
+    assert_send_sync::<AuthError>();
+    assert_send_sync::<SigningError>();
+    assert_send_sync::<StaticJwks>();
+    assert_send_sync::<FileJwks>();
+}
+
 // ---------------------------------------------------------------- companion: accepted
 
 #[test]

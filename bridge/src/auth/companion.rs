@@ -18,6 +18,9 @@
 //!    is present and `now < exp + leeway`; `nbf` and `iat`, when present, are not later than
 //!    `now + leeway`; `sub` is a non-empty string of at most [`MAX_SUBJECT_LEN`] bytes.
 //!
+//! `typ` is not checked (providers send `JWT`, `at+jwt` or nothing); issuer, audience and keys
+//! are what bind a token to this bridge. Claims other than the registered ones are ignored.
+//!
 //! Time is the `now_unix` argument, never the system clock. The key set can be swapped at run
 //! time ([`CompanionVerifier::replace_jwks`], [`CompanionVerifier::refresh`]); verifications in
 //! flight keep the set they started with.
