@@ -4,7 +4,13 @@
 //! PostgreSQL runs when `TETHER_TEST_DATABASE_URL` is set (CI always sets it); under `CI=true`
 //! a missing URL is an error, never a silent skip. Each PostgreSQL test gets its own schema.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -244,8 +250,7 @@ impl TestDevice {
     pub fn public_key_b64(&self) -> String {
         bridge::auth::device::DevicePublicKey::from_sec1(
             &p256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&self.key.public_key(), false)
-                .as_bytes()
-                .to_vec(),
+                .as_bytes(),
         )
         .unwrap()
         .to_base64url()
