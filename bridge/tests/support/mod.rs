@@ -249,7 +249,7 @@ impl TestDevice {
 
     pub fn public_key_b64(&self) -> String {
         bridge::auth::device::DevicePublicKey::from_sec1(
-            &p256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&self.key.public_key(), false)
+            p256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&self.key.public_key(), false)
                 .as_bytes(),
         )
         .unwrap()
