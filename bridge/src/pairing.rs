@@ -108,7 +108,7 @@ pub async fn start(
     if !devices::record_token_id(
         &mut tx.tx,
         &claims.jti,
-        claims.expires_at.saturating_mul(1000),
+        (claims.expires_at + crate::auth::device::DEVICE_TOKEN_LEEWAY_SECS).saturating_mul(1000),
     )
     .await?
     {

@@ -110,6 +110,7 @@ async fn resolve_companion(state: &AppState, meta: &RequestMeta) -> ApiResult<Ac
     }
     let identity = match state.companions.verify(token, state.clock.now_secs()) {
         Ok(identity) => identity,
+        Err(e) if e.is_server_fault() => return Err(ApiError::internal(&e)),
         Err(e) => {
             audit_auth_failure(state, meta, "companion", e.code()).await;
             return Err(ApiError::unauthenticated(format!(
@@ -178,7 +179,7 @@ async fn resolve_device(state: &AppState, meta: &RequestMeta) -> ApiResult<Devic
     if !devices::record_token_id(
         &mut conn,
         &claims.jti,
-        claims.expires_at.saturating_mul(1000),
+        (claims.expires_at + crate::auth::device::DEVICE_TOKEN_LEEWAY_SECS).saturating_mul(1000),
     )
     .await?
     {

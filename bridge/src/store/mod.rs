@@ -198,7 +198,12 @@ impl Store {
             Backend::Sqlite => Some(Arc::clone(&self.writer).lock_owned().await),
             Backend::Postgres => None,
         };
-        let tx = self.pool.begin().await?;
+        // IMMEDIATE takes SQLite's write lock at BEGIN, so a transaction that reads first never
+        // fails to upgrade (SQLITE_BUSY_SNAPSHOT) when another connection wrote meanwhile.
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         Ok(WriteTx { tx, _guard: guard })
     }
 }

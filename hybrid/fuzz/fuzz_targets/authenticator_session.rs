@@ -27,7 +27,10 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 enum Action {
-    RoutingId { routing_id: [u8; 3], domain_id: u16 },
+    RoutingId {
+        routing_id: [u8; 3],
+        domain_id: u16,
+    },
     /// Bytes from the tunnel that no client sealed.
     Message(Vec<u8>),
     /// The honest client reads the phone's advert and sends Noise message 1.
@@ -97,7 +100,8 @@ impl Client {
                 if let Some(value) = frame::decode_update(&update).expect("update map") {
                     assert!(linking, "linking data nobody offered");
                     let info = LinkingInfo::from_value(&value).expect("linking data decodes");
-                    info.verify(&key(1), &self.handshake_hash).expect("linking data verifies");
+                    info.verify(&key(1), &self.handshake_hash)
+                        .expect("linking data verifies");
                 }
             }
             other => panic!("phone sent {other:?}"),
@@ -148,7 +152,8 @@ fuzz_target!(|input: Input| {
                 Some(advert) if client.handshake.is_none() && client.crypter.is_none() => {
                     let block = advert::decrypt(&eid_key, &advert).expect("genuine advert");
                     let psk = derive::psk(&QR_SECRET, &block);
-                    let (handshake, message_1) = HandshakeInitiator::new_qr(&psk, &identity, key(2));
+                    let (handshake, message_1) =
+                        HandshakeInitiator::new_qr(&psk, &identity, key(2));
                     client.handshake = Some(handshake);
                     phone.handle_tunnel_message(now, &message_1)
                 }
@@ -171,7 +176,11 @@ fuzz_target!(|input: Input| {
         };
 
         if let Some(error) = failed_before {
-            assert_eq!(phone.error(), Some(&error), "a failed session changed its error");
+            assert_eq!(
+                phone.error(),
+                Some(&error),
+                "a failed session changed its error"
+            );
             assert!(matches!(result, Ok(()) | Err(SessionError::Closed)));
         }
         if result.is_err() || phone.error().is_some() {
@@ -203,7 +212,10 @@ fuzz_target!(|input: Input| {
                 p.strip_prefix(&[1])
                     .is_some_and(|r| CtapRequest::decode(r).as_ref() == Ok(command))
             });
-            assert!(sealed_it, "handler saw {command:?}, which the client never sealed");
+            assert!(
+                sealed_it,
+                "handler saw {command:?}, which the client never sealed"
+            );
         }
     }
 });

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let lenient = cbor::decode(data, Strictness::Lenient);
 
     if let Ok(value) = &canonical {
-        assert_eq!(cbor::encode(value), data, "canonical input re-encodes exactly");
+        assert_eq!(
+            cbor::encode(value),
+            data,
+            "canonical input re-encodes exactly"
+        );
         assert_eq!(lenient.as_ref(), Ok(value), "canonical implies lenient");
     }
     if let Ok(value) = &lenient {

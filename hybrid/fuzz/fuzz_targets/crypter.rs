@@ -13,8 +13,13 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 enum Damage {
-    Flip { byte: u16, bit: u8 },
-    Truncate { len: u16 },
+    Flip {
+        byte: u16,
+        bit: u8,
+    },
+    Truncate {
+        len: u16,
+    },
     Replace(Vec<u8>),
     /// The previous genuine ciphertext again.
     Replay,
@@ -42,7 +47,10 @@ fn damaged(genuine: &[u8], previous: Option<&Vec<u8>>, damage: Damage) -> Option
 
 fuzz_target!(|input: Input| {
     let padded = crypter::pad(&input.raw);
-    assert_eq!(padded.len(), (input.raw.len() / PADDING_GRANULE + 1) * PADDING_GRANULE);
+    assert_eq!(
+        padded.len(),
+        (input.raw.len() / PADDING_GRANULE + 1) * PADDING_GRANULE
+    );
     assert_eq!(crypter::unpad(&padded), Ok(&input.raw[..]));
     if let Ok(message) = crypter::unpad(&input.raw) {
         let count = usize::from(input.raw[input.raw.len() - 1]);
@@ -62,13 +70,17 @@ fuzz_target!(|input: Input| {
     let mut client = Crypter::new_detecting(k1, k2);
     let mut previous = None;
     for (message, damage) in input.messages {
-        let genuine = phone.encrypt(&message).expect("counter is far from exhausted");
+        let genuine = phone
+            .encrypt(&message)
+            .expect("counter is far from exhausted");
         if let Some(bad) = damage.and_then(|d| damaged(&genuine, previous.as_ref(), d)) {
             assert!(client.decrypt(&bad).is_err(), "damaged ciphertext accepted");
         }
         assert_eq!(client.decrypt(&genuine), Ok(message.clone()));
         assert_eq!(client.construction(), Some(construction));
-        let answer = client.encrypt(&message).expect("counter is far from exhausted");
+        let answer = client
+            .encrypt(&message)
+            .expect("counter is far from exhausted");
         assert_eq!(phone.decrypt(&answer), Ok(message));
         previous = Some(genuine);
     }

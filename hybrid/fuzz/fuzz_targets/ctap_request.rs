@@ -5,7 +5,7 @@
 
 use arbitrary::Arbitrary;
 use hybrid::ctap::{CtapCommand, CtapRequest};
-use hybrid_fuzz::FuzzValue;
+use hybrid_fuzz::{Edit, FuzzValue, edited, pick, sample_requests};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -13,12 +13,18 @@ enum Input {
     Raw(Vec<u8>),
     /// A command byte and a CBOR value built by the fuzzer.
     Structured(u8, FuzzValue),
+    /// A valid request with a few bytes changed.
+    Edited {
+        sample: u8,
+        edits: Vec<Edit>,
+    },
 }
 
 fuzz_target!(|input: Input| {
     let data = match input {
         Input::Raw(bytes) => bytes,
         Input::Structured(command, value) => [vec![command], value.encode()].concat(),
+        Input::Edited { sample, edits } => edited(pick(&sample_requests(), sample), &edits),
     };
     let Ok(request) = CtapRequest::decode(&data) else {
         return;

@@ -3,11 +3,11 @@
 //! `GetInfoResponse::from_cbor`) accept survives to_cbor → from_cbor.
 #![no_main]
 
+use arbitrary::Arbitrary;
 use hybrid::ctap::{
     CtapError, CtapResponse, GetAssertionResponse, GetInfoResponse, MakeCredentialResponse,
 };
-use arbitrary::Arbitrary;
-use hybrid_fuzz::FuzzValue;
+use hybrid_fuzz::{Edit, FuzzValue, edited, pick, sample_responses};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -15,6 +15,11 @@ enum Input {
     Raw(Vec<u8>),
     /// A status byte and a CBOR value built by the fuzzer.
     Structured(u8, FuzzValue),
+    /// A valid response with a few bytes changed.
+    Edited {
+        sample: u8,
+        edits: Vec<Edit>,
+    },
 }
 
 fn check_get_info(info: GetInfoResponse) {
@@ -25,6 +30,7 @@ fuzz_target!(|input: Input| {
     let data = match input {
         Input::Raw(bytes) => bytes,
         Input::Structured(status, value) => [vec![status], value.encode()].concat(),
+        Input::Edited { sample, edits } => edited(pick(&sample_responses(), sample), &edits),
     };
     if let Ok(info) = GetInfoResponse::from_cbor(&data) {
         check_get_info(info);

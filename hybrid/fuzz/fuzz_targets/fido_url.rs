@@ -5,18 +5,21 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use hybrid::digits;
 use hybrid::QrSecret;
+use hybrid::digits;
 use hybrid::url::{FidoUrl, MAX_URL_LEN, PREFIX, RequestType};
-use p256::SecretKey;
 use libfuzzer_sys::fuzz_target;
+use p256::SecretKey;
 
 #[derive(Arbitrary, Debug)]
 enum Input {
     /// Any text.
     Text(String),
     /// `FIDO:/` and the digits of these bytes, so the CBOR layer is reached directly.
-    Payload { lower_case_prefix: bool, cbor: Vec<u8> },
+    Payload {
+        lower_case_prefix: bool,
+        cbor: Vec<u8>,
+    },
     /// A client URL we encode, with one character replaced, so that inputs near valid URLs are
     /// explored too. Without an edit it must parse back exactly.
     Edited {

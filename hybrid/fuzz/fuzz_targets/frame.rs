@@ -5,11 +5,14 @@
 //! to_value → from_value and the padded update encoding, which fills the update frame.
 #![no_main]
 
+use std::sync::LazyLock;
+
 use arbitrary::Arbitrary;
+use hybrid::Secret;
 use hybrid::cbor::{self, Strictness, Value};
 use hybrid::frame::{self, Frame, LinkingInfo, PostHandshake, Revision, UPDATE_PADDED_LEN};
 use hybrid::noise::uncompressed;
-use hybrid_fuzz::FuzzValue;
+use hybrid_fuzz::{Edit, FuzzValue, edited, key, pick, sample_get_info};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -23,7 +26,38 @@ enum Input {
         wide_count: bool,
         extra: u8,
     },
+    /// A valid plaintext with a few bytes changed.
+    Edited {
+        sample: u8,
+        edits: Vec<Edit>,
+    },
 }
+
+/// Valid plaintexts: a post-handshake message (revisions 1 and 0), linking data and an update
+/// carrying it, a CTAP frame. Made once: signing takes a Diffie-Hellman.
+static SAMPLES: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
+    let post = PostHandshake::for_ctap(&sample_get_info()).encode();
+    let linking = LinkingInfo::sign(
+        b"contact".to_vec(),
+        [8; 8],
+        Secret::new([9; 32]),
+        &key(4),
+        "Phone".to_owned(),
+        &key(1).public_key(),
+        &[5; 32],
+    );
+    vec![
+        pad_v0(&post, true, 0),
+        cbor::encode(&linking.to_value()),
+        Frame::Update(frame::encode_update(Some(&linking))).encode(),
+        post,
+        Frame::Ctap(hybrid_fuzz::reply().encode()).encode(),
+    ]
+});
+
+/// The uncompressed point of phone identity key 4.
+static IDENTITY_POINT: LazyLock<Vec<u8>> =
+    LazyLock::new(|| uncompressed(&key(4).public_key()).to_vec());
 
 fn check_frame(data: &[u8]) {
     let Ok(decoded) = Frame::decode(data) else {
@@ -82,7 +116,7 @@ fn check_linking(value: &Value) {
     // are reached too.
     let mut value = value.clone();
     if let Value::Map(entries) = &mut value {
-        let point = Value::Bytes(uncompressed(&hybrid_fuzz::key(4).public_key()).to_vec());
+        let point = Value::Bytes(IDENTITY_POINT.clone());
         match entries.iter_mut().find(|(k, _)| cbor::uint(k) == Some(4)) {
             Some((_, v)) => *v = point,
             None => entries.push((cbor::int(4), point)),
@@ -91,7 +125,10 @@ fn check_linking(value: &Value) {
     let Ok(linking) = LinkingInfo::from_value(&value) else {
         return;
     };
-    assert_eq!(LinkingInfo::from_value(&linking.to_value()), Ok(linking.clone()));
+    assert_eq!(
+        LinkingInfo::from_value(&linking.to_value()),
+        Ok(linking.clone())
+    );
     let update = frame::encode_update(Some(&linking));
     assert_eq!(frame::decode_update(&update), Ok(Some(linking.to_value())));
     let unpadded = cbor::encode(&Value::Map(vec![(cbor::int(1), linking.to_value())]));
@@ -126,9 +163,20 @@ fuzz_target!(|input: Input| {
                 && cbor::decode(&map, Strictness::Lenient).is_ok()
                 && padded.len().is_multiple_of(256)
             {
-                assert!(frame::decode_padded_map_v0(&padded).is_ok(), "padded map not found");
+                assert!(
+                    frame::decode_padded_map_v0(&padded).is_ok(),
+                    "padded map not found"
+                );
             }
             check_all(&padded);
+        }
+        Input::Edited { sample, edits } => {
+            let bytes = edited(pick(&SAMPLES, sample), &edits);
+            check_all(&bytes);
+            // Updates arrive framed; look inside too.
+            if let Some(payload) = bytes.strip_prefix(&[2]) {
+                check_all(payload);
+            }
         }
     }
 });

@@ -38,11 +38,16 @@ enum Action {
     /// Bytes from the tunnel that no phone sealed.
     Message(Vec<u8>),
     /// The honest phone answers message 1, in either nonce construction from then on.
-    Handshake { old_construction: bool },
+    Handshake {
+        old_construction: bool,
+    },
     /// The honest phone seals a genuine post-handshake message.
     PostHandshake,
     /// The honest phone seals a CTAP reply frame.
-    Reply { status: u8, body: Vec<u8> },
+    Reply {
+        status: u8,
+        body: Vec<u8>,
+    },
     /// The honest phone seals these bytes.
     Sealed(Vec<u8>),
     /// Milliseconds pass (nothing else takes time).
@@ -80,12 +85,18 @@ fn check_transmits(client: &mut Initiator, phone: &mut Phone) {
     while let Some(message) = client.poll_transmit() {
         match (&phone.message_1, &mut phone.crypter) {
             (None, _) => {
-                assert_eq!(message.len(), MESSAGE_LEN, "first transmit is Noise message 1");
+                assert_eq!(
+                    message.len(),
+                    MESSAGE_LEN,
+                    "first transmit is Noise message 1"
+                );
                 phone.message_1 = Some(message);
             }
             (Some(_), None) => panic!("client sent {message:02x?} before the handshake ended"),
             (Some(_), Some(crypter)) => {
-                let plaintext = crypter.decrypt(&message).expect("client seals with its keys");
+                let plaintext = crypter
+                    .decrypt(&message)
+                    .expect("client seals with its keys");
                 let framed = Frame::Ctap(command.clone()).encode();
                 let shutdown = Frame::Shutdown.encode();
                 assert!(
@@ -140,24 +151,21 @@ fuzz_target!(|actions: Vec<Action>| {
             }
             Action::TunnelConnected => client.handle_tunnel_connected(now),
             Action::Message(bytes) => client.handle_tunnel_message(now, &bytes),
-            Action::Handshake { old_construction } => {
-                match (&phone.psk, &phone.message_1) {
-                    (Some(psk), Some(message_1)) if phone.crypter.is_none() => {
-                        let (message_2, keys) =
-                            noise::respond_qr(psk, &identity.public_key(), &key(3), message_1)
-                                .expect("the client's message 1 is genuine");
-                        let construction = if old_construction {
-                            Construction::Old
-                        } else {
-                            Construction::New
-                        };
-                        phone.crypter =
-                            Some(Crypter::new(keys.send_key, keys.recv_key, construction));
-                        client.handle_tunnel_message(now, &message_2)
-                    }
-                    _ => Ok(()),
+            Action::Handshake { old_construction } => match (&phone.psk, &phone.message_1) {
+                (Some(psk), Some(message_1)) if phone.crypter.is_none() => {
+                    let (message_2, keys) =
+                        noise::respond_qr(psk, &identity.public_key(), &key(3), message_1)
+                            .expect("the client's message 1 is genuine");
+                    let construction = if old_construction {
+                        Construction::Old
+                    } else {
+                        Construction::New
+                    };
+                    phone.crypter = Some(Crypter::new(keys.send_key, keys.recv_key, construction));
+                    client.handle_tunnel_message(now, &message_2)
                 }
-            }
+                _ => Ok(()),
+            },
             Action::PostHandshake => {
                 let post = PostHandshake::for_ctap(&GetInfoResponse::hybrid_phone()).encode();
                 match phone.seal(post) {
@@ -191,7 +199,11 @@ fuzz_target!(|actions: Vec<Action>| {
         };
 
         if let Some(error) = failed_before {
-            assert_eq!(client.error(), Some(&error), "a failed session changed its error");
+            assert_eq!(
+                client.error(),
+                Some(&error),
+                "a failed session changed its error"
+            );
             assert!(matches!(result, Ok(()) | Err(SessionError::Closed)));
         }
         if result.is_err() || client.error().is_some() {

@@ -52,7 +52,10 @@ fuzz_target!(|input: Input| {
     let sa = input.state_assisted;
     let (_, first) = start(sa);
     if input.raw != first {
-        assert!(respond(sa, &input.raw).is_err(), "responder accepted forged message 1");
+        assert!(
+            respond(sa, &input.raw).is_err(),
+            "responder accepted forged message 1"
+        );
     }
     if let Some(flip) = input.flip_first {
         assert!(respond(sa, &flipped(&first, flip)).is_err());
@@ -61,7 +64,10 @@ fuzz_target!(|input: Input| {
     let (second, phone) = respond(sa, &first).expect("honest message 1");
     if input.raw != second {
         let (initiator, _) = start(sa);
-        assert!(initiator.finish(&input.raw).is_err(), "initiator accepted forged message 2");
+        assert!(
+            initiator.finish(&input.raw).is_err(),
+            "initiator accepted forged message 2"
+        );
     }
     if let Some(flip) = input.flip_second {
         let (initiator, _) = start(sa);

@@ -95,5 +95,8 @@ fuzz_target!(|input: Input| {
     }
     let seen = &pair.phone.handler().seen;
     assert!(seen.len() <= 1, "the handler saw {} commands", seen.len());
-    assert!(seen.iter().all(|r| *r == request()), "the handler saw {seen:?}");
+    assert!(
+        seen.iter().all(|r| *r == request()),
+        "the handler saw {seen:?}"
+    );
 });

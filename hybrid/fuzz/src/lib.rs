@@ -6,8 +6,12 @@
 
 use arbitrary::Arbitrary;
 use hybrid::cbor::{self, Value};
-use hybrid::ctap::get_assertion::{GetAssertionRequest, GetAssertionResponse};
-use hybrid::ctap::{CtapRequest, CtapResponse};
+use hybrid::ctap::{
+    CtapRequest, CtapResponse, GetAssertionOptions, GetAssertionRequest, GetAssertionResponse,
+    GetInfoResponse, LargeBlobKey, MakeCredentialOptions, MakeCredentialRequest,
+    MakeCredentialResponse, PublicKeyCredentialDescriptor, PublicKeyCredentialParameters,
+    PublicKeyCredentialRpEntity, PublicKeyCredentialUserEntity,
+};
 use hybrid::test_util::SeededRng;
 use p256::SecretKey;
 use p256::elliptic_curve::Generate;
@@ -107,4 +111,146 @@ impl FuzzValue {
     pub fn encode(&self) -> Vec<u8> {
         cbor::encode(&self.to_value())
     }
+}
+
+/// One change to a byte string.
+#[derive(Arbitrary, Debug)]
+pub enum Edit {
+    Set(u16, u8),
+    Insert(u16, u8),
+    Remove(u16),
+}
+
+/// `bytes` with `edits` applied in order (positions wrap around the current length).
+///
+/// Targets use it on valid sample messages: libFuzzer starts from an empty corpus, and inputs a
+/// few edits away from a valid message reach the checks behind the first few far sooner.
+pub fn edited(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
+    for edit in edits {
+        match *edit {
+            Edit::Set(at, byte) if !bytes.is_empty() => {
+                let at = usize::from(at) % bytes.len();
+                bytes[at] = byte;
+            }
+            Edit::Insert(at, byte) => bytes.insert(usize::from(at) % (bytes.len() + 1), byte),
+            Edit::Remove(at) if !bytes.is_empty() => {
+                bytes.remove(usize::from(at) % bytes.len());
+            }
+            Edit::Set(..) | Edit::Remove(_) => {}
+        }
+    }
+    bytes
+}
+
+/// Element `index` (wrapping) of a non-empty list of samples.
+pub fn pick<T: Clone>(samples: &[T], index: u8) -> T {
+    samples[usize::from(index) % samples.len()].clone()
+}
+
+fn descriptor(id: u8) -> PublicKeyCredentialDescriptor {
+    PublicKeyCredentialDescriptor {
+        id: vec![id; 16],
+        transports: Some(vec!["hybrid".to_owned(), "internal".to_owned()]),
+    }
+}
+
+fn extensions() -> Value {
+    Value::Map(vec![(Value::Text("credProtect".to_owned()), cbor::int(2))])
+}
+
+/// Encoded CTAP requests with every field used.
+pub fn sample_requests() -> Vec<Vec<u8>> {
+    let get_assertion = GetAssertionRequest {
+        allow_list: vec![
+            descriptor(1),
+            PublicKeyCredentialDescriptor::new(vec![2; 32]),
+        ],
+        extensions: Some(extensions()),
+        options: GetAssertionOptions {
+            up: Some(true),
+            uv: Some(false),
+        },
+        pin_uv_auth_param: Some(vec![3; 16]),
+        pin_uv_auth_protocol: Some(2),
+        ..GetAssertionRequest::new("example.com", [4; 32])
+    };
+    let make_credential = MakeCredentialRequest {
+        exclude_list: vec![descriptor(5)],
+        extensions: Some(extensions()),
+        options: MakeCredentialOptions {
+            rk: Some(true),
+            up: None,
+            uv: Some(true),
+        },
+        pin_uv_auth_param: Some(vec![6; 32]),
+        pin_uv_auth_protocol: Some(1),
+        enterprise_attestation: Some(1),
+        ..MakeCredentialRequest::new(
+            [7; 32],
+            PublicKeyCredentialRpEntity {
+                id: "example.com".to_owned(),
+                name: Some("Example".to_owned()),
+            },
+            PublicKeyCredentialUserEntity {
+                id: vec![8; 8],
+                name: Some("ada".to_owned()),
+                display_name: Some("Ada".to_owned()),
+            },
+            vec![
+                PublicKeyCredentialParameters::ES256,
+                PublicKeyCredentialParameters { alg: -257 },
+            ],
+        )
+    };
+    vec![
+        request().encode(),
+        CtapRequest::GetAssertion(get_assertion).encode(),
+        CtapRequest::MakeCredential(make_credential).encode(),
+    ]
+}
+
+/// A getInfo response with every field used.
+pub fn sample_get_info() -> GetInfoResponse {
+    GetInfoResponse {
+        max_msg_size: Some(1200),
+        pin_uv_auth_protocols: vec![2, 1],
+        algorithms: vec![PublicKeyCredentialParameters::ES256],
+        ..GetInfoResponse::hybrid_phone()
+    }
+}
+
+/// Encoded CTAP responses (status byte and body) with every field used.
+pub fn sample_responses() -> Vec<Vec<u8>> {
+    let get_assertion = GetAssertionResponse {
+        credential: Some(descriptor(9)),
+        auth_data: vec![0xaa; 37],
+        signature: vec![0x30, 0x44, 1, 2, 3],
+        user: Some(PublicKeyCredentialUserEntity {
+            id: vec![8; 8],
+            name: Some("ada".to_owned()),
+            display_name: None,
+        }),
+        number_of_credentials: Some(2),
+        user_selected: Some(true),
+        large_blob_key: Some(LargeBlobKey::new(vec![10; 32])),
+    };
+    let make_credential = MakeCredentialResponse {
+        fmt: "packed".to_owned(),
+        auth_data: vec![0xbb; 164],
+        att_stmt: Value::Map(vec![
+            (
+                Value::Text("alg".to_owned()),
+                Value::Integer((-7i64).into()),
+            ),
+            (Value::Text("sig".to_owned()), Value::Bytes(vec![0x30; 70])),
+        ]),
+        ep_att: Some(false),
+        large_blob_key: None,
+    };
+    vec![
+        reply().encode(),
+        CtapResponse::ok(get_assertion.to_cbor()).encode(),
+        CtapResponse::ok(make_credential.to_cbor()).encode(),
+        CtapResponse::ok(sample_get_info().to_cbor()).encode(),
+    ]
 }
