@@ -210,9 +210,9 @@ pub enum ConfigError {
     /// A source could not be read or a value has the wrong type.
     #[error("configuration invalid: {0}")]
     Invalid(String),
-    /// The production profile found a development-only setting.
-    #[error("the production profile refuses {0}")]
-    RefusedInProduction(&'static str),
+    /// The production profile found development-only settings (all of them are listed).
+    #[error("the production profile refuses {}", .0.join("; "))]
+    RefusedInProduction(Vec<&'static str>),
 }
 
 /// Overrides from command-line flags (highest precedence).
@@ -223,7 +223,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--database-url`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
+    pub database_url: Option<Redacted>,
     /// `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
@@ -259,25 +259,23 @@ impl Config {
     /// Checks the profile's rules and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.profile == Profile::Production {
+            let mut refused = Vec::new();
             if self.identity == IdentityConfig::Dev {
-                return Err(ConfigError::RefusedInProduction(
-                    "the development identity issuer: configure identity.provider = \"oidc\"",
-                ));
+                refused.push(
+                    "the development identity issuer (configure identity.provider = \"oidc\")",
+                );
             }
             if self.push == PushSinkConfig::Dev {
-                return Err(ConfigError::RefusedInProduction(
-                    "the development push sink: configure APNs/FCM",
-                ));
+                refused.push("the development push sink (configure APNs/FCM)");
             }
             if self.graphql.introspection {
-                return Err(ConfigError::RefusedInProduction(
-                    "GraphQL introspection: set graphql.introspection = false",
-                ));
+                refused.push("GraphQL introspection (set graphql.introspection = false)");
             }
             if self.graphql.graphiql {
-                return Err(ConfigError::RefusedInProduction(
-                    "GraphiQL: set graphql.graphiql = false",
-                ));
+                refused.push("GraphiQL (set graphql.graphiql = false)");
+            }
+            if !refused.is_empty() {
+                return Err(ConfigError::RefusedInProduction(refused));
             }
         }
         let l = &self.limits;
@@ -305,6 +303,27 @@ impl Config {
                 i64::from(l.pairing_failures_per_account_per_hour),
             ),
             ("limits.device_inactivity_days", l.device_inactivity_days),
+            ("limits.pairing_lockout_secs", l.pairing_lockout_secs),
+            (
+                "limits.companions_per_account",
+                i64::from(l.companions_per_account),
+            ),
+            (
+                "limits.devices_per_account",
+                i64::from(l.devices_per_account),
+            ),
+            (
+                "graphql.max_depth",
+                i64::try_from(self.graphql.max_depth).unwrap_or(i64::MAX),
+            ),
+            (
+                "graphql.max_complexity",
+                i64::try_from(self.graphql.max_complexity).unwrap_or(i64::MAX),
+            ),
+            (
+                "graphql.max_body_bytes",
+                i64::try_from(self.graphql.max_body_bytes).unwrap_or(i64::MAX),
+            ),
             (
                 "database_max_connections",
                 i64::from(self.database_max_connections),

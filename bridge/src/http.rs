@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 
+use async_graphql::Data;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql::{Data, Response};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Json;
 use axum::body::Bytes;
@@ -50,53 +50,6 @@ fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse {
         .into_response()
 }
 
-/// Counts field aliases in a query document; `None` if it does not parse (the executor reports
-/// that itself).
-fn alias_count(query: &str) -> Option<usize> {
-    use async_graphql::parser::types::{Selection, SelectionSet};
-    fn walk(set: &SelectionSet) -> usize {
-        set.items
-            .iter()
-            .map(|item| match &item.node {
-                Selection::Field(f) => {
-                    usize::from(f.node.alias.is_some()) + walk(&f.node.selection_set.node)
-                }
-                Selection::InlineFragment(f) => walk(&f.node.selection_set.node),
-                Selection::FragmentSpread(_) => 0,
-            })
-            .sum()
-    }
-    let doc = async_graphql::parser::parse_query(query).ok()?;
-    let ops: usize = doc
-        .operations
-        .iter()
-        .map(|(_, op)| walk(&op.node.selection_set.node))
-        .sum();
-    let frags: usize = doc
-        .fragments
-        .values()
-        .map(|f| walk(&f.node.selection_set.node))
-        .sum();
-    Some(ops + frags)
-}
-
-/// Gives every error a stable code: resolver errors carry theirs; parse and validation errors
-/// (the client's fault) become `INVALID_INPUT`.
-fn with_codes(mut response: Response) -> Response {
-    for e in &mut response.errors {
-        let has_code = e
-            .extensions
-            .as_ref()
-            .is_some_and(|x| x.get("code").is_some());
-        if !has_code {
-            e.extensions
-                .get_or_insert_with(Default::default)
-                .set("code", "INVALID_INPUT");
-        }
-    }
-    response
-}
-
 /// `POST /graphql`.
 pub async fn graphql_post(State(http): State<Http>, request: Request) -> HttpResponse {
     let (parts, body) = request.into_parts();
@@ -125,19 +78,11 @@ pub async fn graphql_post(State(http): State<Http>, request: Request) -> HttpRes
             );
         }
     };
-    let max_aliases = http.state.config.graphql.max_aliases;
-    if alias_count(&request.query).is_some_and(|n| n > max_aliases) {
-        return error_body(
-            StatusCode::OK,
-            "INVALID_INPUT",
-            &format!("query uses more than {max_aliases} aliases"),
-        );
-    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let meta = RequestMeta::from_authorization(authorization, client_addr(&parts.extensions));
-    let response = with_codes(http.schema.execute(request.data(Caller::new(meta))).await);
+    let response = http.schema.execute(request.data(Caller::new(meta))).await;
     Json(response).into_response()
 }
 
@@ -153,8 +98,11 @@ pub async fn graphql_get(State(http): State<Http>, request: Request) -> HttpResp
         .ok();
     if let (Some(protocol), Some(upgrade)) = (protocol, upgrade) {
         let schema = http.schema.clone();
+        let limit = http.state.config.graphql.max_body_bytes;
         return upgrade
             .protocols(ALL_WEBSOCKET_PROTOCOLS)
+            .max_message_size(limit)
+            .max_frame_size(limit)
             .on_upgrade(move |socket| async move {
                 GraphQLWebSocket::new(socket, schema, protocol)
                     .on_connection_init(move |payload| async move {
@@ -164,7 +112,7 @@ pub async fn graphql_get(State(http): State<Http>, request: Request) -> HttpResp
                             .and_then(|v| v.as_str())
                             .map(str::to_owned);
                         let mut data = Data::default();
-                        data.insert(Caller::new(RequestMeta::from_authorization(
+                        data.insert(Caller::connection(RequestMeta::from_authorization(
                             authorization.as_deref(),
                             addr,
                         )));

@@ -37,7 +37,6 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -47,13 +46,11 @@ use crate::state::{AppState, StartError};
 /// The router for a state.
 pub fn app(state: AppState) -> Router {
     let schema = graphql::schema(Some(state.clone()), &state.config.graphql);
-    let limit = state.config.graphql.max_body_bytes;
     Router::new()
         .route("/graphql", get(http::graphql_get).post(http::graphql_post))
         .route("/.well-known/jwks.json", get(http::jwks))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
-        .layer(RequestBodyLimitLayer::new(limit))
         .with_state(Http { state, schema })
 }
 

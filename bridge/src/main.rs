@@ -86,7 +86,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log_json);
     let overrides = Overrides {
         listen: cli.listen,
-        database_url: cli.database_url.clone(),
+        database_url: cli.database_url.clone().map(bridge::config::Redacted),
         data_dir: cli.data_dir.clone(),
         profile: cli.profile,
     };

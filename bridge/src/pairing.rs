@@ -12,8 +12,8 @@
 //! Codes are single-use, expire (`limits.pairing_code_ttl_secs`, 10 minutes), are stored only as
 //! SHA-256 hashes and compared in constant time. Wrong codes are counted per account: after
 //! `limits.pairing_lockout_after` (5) in a row the account cannot confirm pairings for
-//! `limits.pairing_lockout_secs` (15 minutes); failures are also rate-limited per account
-//! (`limits.pairing_failures_per_account_per_hour`). The lockout lives in the database, so it holds
+//! `limits.pairing_lockout_secs` (15 minutes); confirmation attempts are also rate-limited per
+//! account before the code is evaluated (`limits.pairing_failures_per_account_per_hour`, 10). The lockout lives in the database, so it holds
 //! across bridge instances. With 10^8 codes, 5 tries per lockout period and a 10-minute code
 //! lifetime, guessing a code is hopeless.
 
@@ -180,12 +180,38 @@ pub async fn confirm(
     let name = name.map(|n| check_label("name", n)).transpose()?;
     let now = state.now_ms();
     let actor = format!("account:{}", account.id);
+    // Attempts (right or wrong) are rate-limited per account before the code is looked at, so
+    // an account over the limit cannot keep guessing.
+    if let Err(wait) = state.limits.pairing_failures_per_account.check(&account.id) {
+        audit_now(
+            state,
+            Some(&account.id),
+            &actor,
+            "ratelimit.pairing_confirm",
+            meta,
+            "denied",
+            None,
+        )
+        .await?;
+        return Err(ApiError::rate_limited("too many pairing attempts", wait));
+    }
     let mut tx = state.store.begin_write().await?;
     let current = accounts::get(&mut tx.tx, &account.id)
         .await?
         .ok_or_else(|| ApiError::not_found("account"))?;
     if current.pairing_locked_until > now {
         let wait = u64::try_from((current.pairing_locked_until - now + 999) / 1000).unwrap_or(1);
+        drop(tx);
+        audit_now(
+            state,
+            Some(&account.id),
+            &actor,
+            "pairing.locked",
+            meta,
+            "denied",
+            Some(format!("locked for {wait} s")),
+        )
+        .await?;
         return Err(ApiError::rate_limited(
             "pairing is locked after repeated wrong codes",
             wait,

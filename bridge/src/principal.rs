@@ -58,16 +58,22 @@ async fn audit_auth_failure(state: &AppState, meta: &RequestMeta, actor: &str, r
 
 /// A request's caller, resolved at most once per request (a device token's `jti` may be used
 /// only once, and verification is not free).
+///
+/// A WebSocket connection is one long-lived caller: its token is verified once, at
+/// `connection_init`, and every later operation re-checks that the token has not expired and,
+/// for a device, that it has not been revoked meanwhile.
 #[derive(Debug, Default)]
 pub struct Caller {
     /// What the transport layer saw.
     pub meta: RequestMeta,
-    companion: tokio::sync::OnceCell<ApiResult<Account>>,
-    device: tokio::sync::OnceCell<ApiResult<Device>>,
+    /// Whether this caller outlives one request (a WebSocket connection).
+    pub long_lived: bool,
+    companion: tokio::sync::OnceCell<ApiResult<(Account, i64)>>,
+    device: tokio::sync::OnceCell<ApiResult<(Device, i64)>>,
 }
 
 impl Caller {
-    /// A caller for a request.
+    /// A caller for one request.
     pub fn new(meta: RequestMeta) -> Self {
         Self {
             meta,
@@ -75,21 +81,64 @@ impl Caller {
         }
     }
 
+    /// A caller for a WebSocket connection.
+    pub fn connection(meta: RequestMeta) -> Self {
+        Self {
+            meta,
+            long_lived: true,
+            ..Self::default()
+        }
+    }
+
+    fn check_expiry(&self, state: &AppState, expires_at: i64) -> ApiResult<()> {
+        if self.long_lived && state.clock.now_secs() > expires_at {
+            return Err(ApiError::unauthenticated(
+                "the connection's token has expired: reconnect with a fresh one (expired)",
+            ));
+        }
+        Ok(())
+    }
+
     /// The calling companion's account.
     pub async fn companion(&self, state: &AppState) -> ApiResult<Account> {
-        self.companion
+        let (account, expires_at) = self
+            .companion
             .get_or_init(|| resolve_companion(state, &self.meta))
             .await
-            .clone()
+            .clone()?;
+        self.check_expiry(state, expires_at)?;
+        if self.long_lived
+            && let Some(token) = self.meta.token.as_deref()
+            && let Err(e) = state.companions.verify(token, state.clock.now_secs())
+        {
+            return Err(ApiError::unauthenticated(format!(
+                "the connection's token is no longer valid ({}): reconnect with a fresh one",
+                e.code()
+            )));
+        }
+        Ok(account)
     }
 
     /// The calling device; pending (unpaired) devices only when `allow_pending`.
     pub async fn device(&self, state: &AppState, allow_pending: bool) -> ApiResult<Device> {
-        let device = self
+        let (mut device, expires_at) = self
             .device
             .get_or_init(|| resolve_device(state, &self.meta))
             .await
             .clone()?;
+        self.check_expiry(state, expires_at)?;
+        if self.long_lived {
+            let mut conn = state.store.pool().acquire().await?;
+            let current = devices::get(&mut conn, &device.id).await?;
+            match current {
+                Some(d) if d.status == status::ACTIVE || d.status == status::PENDING => device = d,
+                _ => {
+                    return Err(ApiError::unauthenticated(
+                        "device is no longer active (device_not_active)",
+                    ));
+                }
+            }
+        }
         if device.status != status::ACTIVE && !allow_pending {
             return Err(ApiError::unauthenticated(
                 "device is not paired yet (device_not_active)",
@@ -99,7 +148,7 @@ impl Caller {
     }
 }
 
-async fn resolve_companion(state: &AppState, meta: &RequestMeta) -> ApiResult<Account> {
+async fn resolve_companion(state: &AppState, meta: &RequestMeta) -> ApiResult<(Account, i64)> {
     let Some(token) = meta.token.as_deref() else {
         return Err(ApiError::unauthenticated(
             "a companion access token is required",
@@ -120,21 +169,36 @@ async fn resolve_companion(state: &AppState, meta: &RequestMeta) -> ApiResult<Ac
         }
     };
     let mut conn = state.store.pool().acquire().await?;
-    Ok(accounts::ensure(
+    let account = accounts::ensure(
         &mut conn,
         &identity.issuer,
         &identity.subject,
         state.now_ms(),
     )
-    .await?)
+    .await?;
+    // Companion tokens of a connection are re-verified per operation (see `Caller::companion`).
+    Ok((account, i64::MAX))
 }
 
-async fn resolve_device(state: &AppState, meta: &RequestMeta) -> ApiResult<Device> {
+async fn resolve_device(state: &AppState, meta: &RequestMeta) -> ApiResult<(Device, i64)> {
     let Some(token) = meta.token.as_deref() else {
         return Err(ApiError::unauthenticated("a device token is required"));
     };
     let Some(kid) = device_kid(token) else {
-        return Err(ApiError::forbidden("this operation is for devices"));
+        // Not a device token: a valid companion token is the wrong kind of caller, anything
+        // else is no credential at all.
+        return Err(
+            if state
+                .companions
+                .verify(token, state.clock.now_secs())
+                .is_ok()
+            {
+                ApiError::forbidden("this operation is for devices")
+            } else {
+                audit_auth_failure(state, meta, "unknown", "malformed").await;
+                ApiError::unauthenticated("device token rejected (malformed)")
+            },
+        );
     };
     let now = state.now_ms();
     let mut conn = state.store.pool().acquire().await?;
@@ -195,5 +259,5 @@ async fn resolve_device(state: &AppState, meta: &RequestMeta) -> ApiResult<Devic
         ));
     }
     devices::touch(&mut conn, &found.id, now).await?;
-    Ok(found)
+    Ok((found, claims.expires_at))
 }

@@ -16,6 +16,8 @@ use crate::store::{devices, pairings};
 
 /// How often the sweeper runs.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Advisory lock key of the sweeper ("TETHSWEP").
+const SWEEP_LOCK: i64 = 0x5445_5448_5357_4550;
 /// How long a push worker holds an outbox row.
 pub const LEASE_MS: i64 = 30_000;
 
@@ -24,6 +26,8 @@ pub const LEASE_MS: i64 = 30_000;
 pub async fn sweep(state: &AppState) -> Result<usize, StoreError> {
     let now = state.now_ms();
     let mut tx = state.store.begin_write().await?;
+    // One sweeper at a time across bridge instances; the others wait and find less to do.
+    tx.exclusive(state.store.backend(), SWEEP_LOCK).await?;
     let expired = deliveries::expire(&mut tx.tx, now).await?;
     for d in &expired {
         audit::append(
@@ -81,10 +85,13 @@ pub async fn dev_sink_step(state: &AppState, worker: &str) -> Result<usize, Stor
     let now = state.now_ms();
     let mut tx = state.store.begin_write().await?;
     let rows = deliveries::lease_outbox(&mut tx.tx, worker, now, now + LEASE_MS, 100).await?;
-    let mut touched = Vec::new();
+    tx.commit().await?;
+    // One short transaction per row: outbox row, then its delivery (the lock order of
+    // `deliveries::expire`).
     for row in &rows {
+        let mut tx = state.store.begin_write().await?;
         deliveries::outbox_sent(&mut tx.tx, &row.id, now).await?;
-        if deliveries::transition(
+        let moved = deliveries::transition(
             &mut tx.tx,
             &row.delivery_id,
             &[status::QUEUED],
@@ -94,15 +101,14 @@ pub async fn dev_sink_step(state: &AppState, worker: &str) -> Result<usize, Stor
             false,
             now,
         )
-        .await?
-        {
-            touched.push(row.delivery_id.clone());
+        .await?;
+        tx.commit().await?;
+        if moved {
+            tracing::info!(delivery = %row.delivery_id, "dev push sink: delivered");
+            state.events.publish(Event::Delivery {
+                id: row.delivery_id.clone(),
+            });
         }
-    }
-    tx.commit().await?;
-    for id in touched {
-        tracing::info!(delivery = %id, "dev push sink: delivered");
-        state.events.publish(Event::Delivery { id });
     }
     Ok(rows.len())
 }

@@ -208,7 +208,6 @@ async fn a_token_registered_from_another_account_moves() {
 }
 
 #[tokio::test]
-#[ignore = "bug: updatePushToken moves another account's token without auditing it in that account (mutation.rs update_push_token)"]
 async fn a_token_taken_over_by_update_is_audited_on_both_sides() {
     for db in databases() {
         let bridge = TestBridge::start(db).await;

@@ -143,7 +143,7 @@ fn run_case(case: &str, file: &Path) {
         "flags_over_env" => {
             let flags = Overrides {
                 listen: Some(addr("127.0.0.1:9100")),
-                database_url: Some("sqlite:///from/flags.db".into()),
+                database_url: Some(bridge::config::Redacted("sqlite:///from/flags.db".into())),
                 data_dir: Some("/from/flags".into()),
                 profile: None,
             };

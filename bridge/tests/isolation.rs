@@ -790,7 +790,6 @@ async fn garbage_token_is_unauthenticated_on_companion_operations() {
 }
 
 #[tokio::test]
-#[ignore = "bug: principal::resolve_device answers FORBIDDEN (not UNAUTHENTICATED) to a token that is no device token at all"]
 async fn garbage_token_is_unauthenticated_on_device_operations() {
     for db in databases() {
         let s = setup(db).await;

@@ -5,6 +5,7 @@
 //! cannot be probed; `FORBIDDEN` only says the caller is the wrong *kind* (a device calling a
 //! companion operation or the reverse).
 
+pub mod guard;
 mod mutation;
 mod query;
 mod subscription;
@@ -30,7 +31,10 @@ pub fn schema(state: Option<AppState>, config: &GraphqlConfig) -> BridgeSchema {
         .limit_depth(config.max_depth)
         .limit_complexity(config.max_complexity)
         .limit_recursive_depth(32)
-        .limit_directives(8);
+        .limit_directives(8)
+        .extension(guard::Guard {
+            max_aliases: config.max_aliases,
+        });
     if !config.introspection {
         builder = builder.disable_introspection();
     }

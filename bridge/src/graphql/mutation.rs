@@ -154,7 +154,11 @@ impl Mutation {
             &crate::store::audit::NewEntry {
                 account_id: Some(&account.id),
                 actor: &format!("account:{}", account.id),
-                event: "companion.token_update",
+                event: if updated.moved_from.is_some() {
+                    "companion.token_moved"
+                } else {
+                    "companion.token_update"
+                },
                 client_addr: caller.meta.client_addr.as_deref(),
                 outcome: "success",
                 detail: Some(match &updated.moved_from {
@@ -165,6 +169,24 @@ impl Mutation {
         )
         .await
         .map_err(ApiError::from)?;
+        if let Some(from) = &updated.moved_from {
+            crate::store::audit::append(
+                &mut tx.tx,
+                now,
+                &crate::store::audit::NewEntry {
+                    account_id: Some(from),
+                    actor: &format!("account:{}", account.id),
+                    event: "companion.token_moved",
+                    client_addr: caller.meta.client_addr.as_deref(),
+                    outcome: "success",
+                    detail: Some(
+                        "a push token of this account was registered by another account".into(),
+                    ),
+                },
+            )
+            .await
+            .map_err(ApiError::from)?;
+        }
         tx.commit().await.map_err(ApiError::from)?;
         Ok(updated.companion.into())
     }

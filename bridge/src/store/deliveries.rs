@@ -221,16 +221,30 @@ pub async fn pending(
 }
 
 /// Expires open deliveries past their deadline and erases their URLs; returns them as they were.
+///
+/// Lock order, here and in every writer that touches both tables: outbox rows first, then the
+/// delivery row. Concurrent sweepers and push workers therefore cannot deadlock.
 pub async fn expire(conn: &mut AnyConnection, now: i64) -> Result<Vec<Delivery>, StoreError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deliveries WHERE status IN ('QUEUED', 'SENT', 'CLAIMED') AND expires_at <= $1"
+        "SELECT {COLUMNS} FROM deliveries WHERE status IN ('QUEUED', 'SENT', 'CLAIMED') AND expires_at <= $1 ORDER BY id"
     )))
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
-    let expired: Vec<Delivery> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-    for d in &expired {
-        sqlx::query(
+    let candidates: Vec<Delivery> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    sqlx::query(
+        "UPDATE outbox SET status = 'CANCELLED', updated_at = $1 WHERE status = 'PENDING' AND delivery_id IN
+             (SELECT id FROM deliveries WHERE status IN ('QUEUED', 'SENT', 'CLAIMED') AND expires_at <= $1)",
+    )
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let mut expired = Vec::with_capacity(candidates.len());
+    for d in candidates {
+        let done = sqlx::query(
             "UPDATE deliveries SET status = 'EXPIRED', reason = 'EXPIRED', fido_url = NULL, updated_at = $2
              WHERE id = $1 AND status IN ('QUEUED', 'SENT', 'CLAIMED')",
         )
@@ -238,11 +252,10 @@ pub async fn expire(conn: &mut AnyConnection, now: i64) -> Result<Vec<Delivery>,
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        sqlx::query("UPDATE outbox SET status = 'CANCELLED', updated_at = $2 WHERE delivery_id = $1 AND status = 'PENDING'")
-            .bind(&d.id)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        // Zero rows: another sweeper got there first.
+        if done.rows_affected() == 1 {
+            expired.push(d);
+        }
     }
     Ok(expired)
 }

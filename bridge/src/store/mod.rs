@@ -209,6 +209,19 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Takes a cluster-wide lock named by `key` for the rest of the transaction, waiting for
+    /// it (PostgreSQL advisory lock; on SQLite the writer is already exclusive). Serializes a
+    /// periodic job across bridge instances.
+    pub async fn exclusive(&mut self, backend: Backend, key: i64) -> Result<(), StoreError> {
+        if backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(key)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Commits (durably: `synchronous = FULL` on SQLite).
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;

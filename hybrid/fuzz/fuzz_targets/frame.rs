@@ -89,7 +89,8 @@ fn check_padded_v0(data: &[u8]) {
     }
 }
 
-/// Revision 0 padding of `map`, as old phones write it.
+/// Revision 0 padding of `map`, as old phones write it. A zero count too large for its width is
+/// left out, which makes a malformed input.
 fn pad_v0(map: &[u8], wide_count: bool, extra: u8) -> Vec<u8> {
     let (granule, count_len) = if wide_count { (512, 2) } else { (256, 1) };
     let unpadded = map.len() + count_len;
