@@ -12,8 +12,9 @@
 //! Codes are single-use, expire (`limits.pairing_code_ttl_secs`, 10 minutes), are stored only as
 //! SHA-256 hashes and compared in constant time. Wrong codes are counted per account: after
 //! `limits.pairing_lockout_after` (5) in a row the account cannot confirm pairings for
-//! `limits.pairing_lockout_secs` (15 minutes); confirmation attempts are also rate-limited per
-//! account before the code is evaluated (`limits.pairing_failures_per_account_per_hour`, 10). The lockout lives in the database, so it holds
+//! `limits.pairing_lockout_secs` (15 minutes). Failures are also rate-limited per account
+//! (`limits.pairing_failures_per_account_per_hour`, 10); once over it, an account is refused
+//! before its code is evaluated. The lockout lives in the database, so it holds
 //! across bridge instances. With 10^8 codes, 5 tries per lockout period and a 10-minute code
 //! lifetime, guessing a code is hopeless.
 
@@ -180,9 +181,13 @@ pub async fn confirm(
     let name = name.map(|n| check_label("name", n)).transpose()?;
     let now = state.now_ms();
     let actor = format!("account:{}", account.id);
-    // Attempts (right or wrong) are rate-limited per account before the code is looked at, so
-    // an account over the limit cannot keep guessing.
-    if let Err(wait) = state.limits.pairing_failures_per_account.check(&account.id) {
+    // Failures are rate-limited per account; an account over the limit is refused before its
+    // code is looked at, so it cannot keep guessing.
+    if let Some(wait) = state
+        .limits
+        .pairing_failures_per_account
+        .blocked(&account.id)
+    {
         audit_now(
             state,
             Some(&account.id),
@@ -251,7 +256,11 @@ pub async fn confirm(
         )
         .await?;
         tx.commit().await?;
-        if let Err(wait) = state.limits.pairing_failures_per_account.check(&account.id) {
+        if let Err(wait) = state
+            .limits
+            .pairing_failures_per_account
+            .record(&account.id)
+        {
             return Err(ApiError::rate_limited(
                 "too many failed pairing attempts",
                 wait,

@@ -36,6 +36,8 @@ type Keyed =
 pub struct Limit {
     limiter: Arc<Keyed>,
     clock: LimiterClock,
+    /// Keys refused by [`Limit::record`], with the time (ms) until which they stay refused.
+    blocked: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 impl Limit {
@@ -52,7 +54,26 @@ impl Limit {
                 clock.clone(),
             )),
             clock: clock.clone(),
+            blocked: Arc::default(),
         }
+    }
+
+    /// Counts one event (e.g. a failure) for `key`. When that exceeds the limit the key stays
+    /// blocked until the limit recovers: [`Limit::blocked`] then refuses it up front.
+    pub fn record(&self, key: &str) -> Result<(), u64> {
+        self.check(key).inspect_err(|&wait| {
+            let until = self.clock.0.now_ms() + i64::try_from(wait).unwrap_or(i64::MAX / 2) * 1000;
+            if let Ok(mut blocked) = self.blocked.lock() {
+                blocked.insert(key.to_owned(), until);
+            }
+        })
+    }
+
+    /// Seconds until `key` may act again, if [`Limit::record`] blocked it.
+    pub fn blocked(&self, key: &str) -> Option<u64> {
+        let now = self.clock.0.now_ms();
+        let until = *self.blocked.lock().ok()?.get(key)?;
+        (until > now).then(|| u64::try_from((until - now + 999) / 1000).unwrap_or(1))
     }
 
     /// Takes one unit for `key`; `Err(seconds to wait)` when over the limit.
@@ -68,6 +89,10 @@ impl Limit {
 
     fn retain_recent(&self) {
         self.limiter.retain_recent();
+        let now = self.clock.0.now_ms();
+        if let Ok(mut blocked) = self.blocked.lock() {
+            blocked.retain(|_, until| *until > now);
+        }
     }
 }
 

@@ -288,7 +288,6 @@ async fn bodies_over_64_kib_are_refused_with_413() {
 }
 
 #[tokio::test]
-#[ignore = "bug: http::graphql_get upgrades with axum's default 64 MiB message limit, so graphql.max_body_bytes does not bound WebSocket messages"]
 async fn websocket_messages_over_the_body_limit_are_refused() {
     for db in databases() {
         let bridge = TestBridge::start(db).await;

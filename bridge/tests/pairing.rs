@@ -294,7 +294,6 @@ async fn five_wrong_codes_lock_pairing_for_fifteen_minutes() {
 }
 
 #[tokio::test]
-#[ignore = "bug: pairing::confirm checks pairing_failures_per_account twice per wrong code (before evaluating and again after the failure), so the 6th wrong code in an hour is RATE_LIMITED, not the 11th"]
 async fn a_right_code_resets_the_count_of_wrong_ones() {
     for db in databases() {
         let bridge = TestBridge::start(db).await;
@@ -341,7 +340,6 @@ async fn attempts_during_the_lockout_are_audited() {
 }
 
 #[tokio::test]
-#[ignore = "bug: pairing::confirm checks pairing_failures_per_account twice per wrong code (before evaluating and again after the failure), so the 6th wrong code in an hour is RATE_LIMITED, not the 11th"]
 async fn failed_confirmations_are_rate_limited_per_account() {
     for db in databases() {
         // No lockout in reach: only the hourly failure limit (10) applies.

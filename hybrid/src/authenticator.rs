@@ -168,6 +168,12 @@ impl<H: CtapHandler> Authenticator<H> {
         if !matches!(self.state, State::Discovery) {
             return self.fail(SessionError::InvalidState("handle_routing_id"));
         }
+        if !domain_id.is_known() {
+            // A caller mistake that no client could follow: refuse it, keep the session.
+            return Err(SessionError::InvalidState(
+                "handle_routing_id: domain ids 2 to 255 are unassigned",
+            ));
+        }
         let block = AdvertPlaintext {
             nonce: self.advert_nonce,
             routing_id,

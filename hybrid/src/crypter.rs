@@ -160,7 +160,9 @@ impl Crypter {
         }
     }
 
-    /// A client's crypter: the construction is chosen by the first message it decrypts.
+    /// A client's crypter: the construction is chosen by the first message it decrypts. The
+    /// phone always speaks first after the handshake, so the client never encrypts before the
+    /// layout is known (if it did, the new layout would be used).
     pub fn new_detecting(send_key: Secret<32>, recv_key: Secret<32>) -> Self {
         Self {
             construction: None,

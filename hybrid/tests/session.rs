@@ -563,3 +563,39 @@ fn calls_out_of_order_are_caller_errors() {
     assert_eq!(err, SessionError::InvalidState("handle_tunnel_connected"));
     assert_eq!(err.fault(), Fault::Caller);
 }
+
+#[test]
+fn phone_refuses_to_advertise_an_unassigned_domain() {
+    let mut rng = SeededRng::new(9);
+    let identity = SecretKey::generate_from_rng(&mut rng);
+    let url = hybrid::url::FidoUrl::new(
+        identity.public_key(),
+        QrSecret::new([2; 16]),
+        hybrid::url::RequestType::GetAssertion,
+        0,
+        true,
+    );
+    let mut phone = Authenticator::new(
+        url,
+        ScriptedHandler::new(reply()),
+        None,
+        Default::default(),
+        &mut rng,
+    );
+    let err = phone
+        .handle_routing_id(Time::ZERO, RoutingId::new([1, 2, 3]), DomainId(7))
+        .unwrap_err();
+    assert_eq!(err.fault(), Fault::Caller);
+    assert!(
+        phone.poll_event().is_none(),
+        "no advert for a domain no client can reach"
+    );
+    // The session is still usable with a valid id.
+    phone
+        .handle_routing_id(Time::ZERO, RoutingId::new([1, 2, 3]), DomainId(1))
+        .unwrap();
+    assert!(matches!(
+        phone.poll_event(),
+        Some(authenticator::Event::AdvertReady(_))
+    ));
+}
