@@ -169,8 +169,8 @@ impl<H: CtapHandler> Authenticator<H> {
             return self.fail(SessionError::InvalidState("handle_routing_id"));
         }
         if !domain_id.is_known() {
-            // A caller mistake that no client could follow: refuse it, keep the session.
-            return Err(SessionError::InvalidState(
+            // No client could follow an advert naming an unassigned domain.
+            return self.fail(SessionError::InvalidState(
                 "handle_routing_id: domain ids 2 to 255 are unassigned",
             ));
         }
