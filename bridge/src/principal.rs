@@ -240,13 +240,18 @@ async fn resolve_device(state: &AppState, meta: &RequestMeta) -> ApiResult<(Devi
             )));
         }
     };
-    if !devices::record_token_id(
-        &mut conn,
+    drop(conn);
+    // The token id and the last-seen time are written in one serialized transaction (one
+    // commit; on SQLite no busy-waiting against other writers).
+    let mut tx = state.store.begin_write().await?;
+    let fresh = devices::record_token_id(
+        &mut tx.tx,
         &claims.jti,
         (claims.expires_at + crate::auth::device::DEVICE_TOKEN_LEEWAY_SECS).saturating_mul(1000),
     )
-    .await?
-    {
+    .await?;
+    if !fresh {
+        drop(tx);
         audit_auth_failure(
             state,
             meta,
@@ -258,6 +263,7 @@ async fn resolve_device(state: &AppState, meta: &RequestMeta) -> ApiResult<(Devi
             "device token rejected (replayed_token)",
         ));
     }
-    devices::touch(&mut conn, &found.id, now).await?;
+    devices::touch(&mut tx.tx, &found.id, now).await?;
+    tx.commit().await?;
     Ok((found, claims.expires_at))
 }
