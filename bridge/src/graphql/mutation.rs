@@ -80,7 +80,6 @@ impl Mutation {
         )
         .await
         .map_err(ApiError::from)?;
-        let actor = format!("account:{}", account.id);
         let detail = match &registered.moved_from {
             Some(from) => format!(
                 "{} (token moved from account {from})",
@@ -88,41 +87,31 @@ impl Mutation {
             ),
             None => registered.companion.id.clone(),
         };
-        crate::store::audit::append(
+        audit_success(
             &mut tx.tx,
             now,
-            &crate::store::audit::NewEntry {
-                account_id: Some(&account.id),
-                actor: &actor,
-                event: if registered.moved_from.is_some() {
-                    "companion.token_moved"
-                } else {
-                    "companion.register"
-                },
-                client_addr: caller.meta.client_addr.as_deref(),
-                outcome: "success",
-                detail: Some(detail.clone()),
+            &account.id,
+            &account.id,
+            caller,
+            if registered.moved_from.is_some() {
+                "companion.token_moved"
+            } else {
+                "companion.register"
             },
+            Some(detail.clone()),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         if let Some(from) = &registered.moved_from {
-            crate::store::audit::append(
+            audit_success(
                 &mut tx.tx,
                 now,
-                &crate::store::audit::NewEntry {
-                    account_id: Some(from),
-                    actor: &actor,
-                    event: "companion.token_moved",
-                    client_addr: caller.meta.client_addr.as_deref(),
-                    outcome: "success",
-                    detail: Some(
-                        "a push token of this account was registered by another account".into(),
-                    ),
-                },
+                from,
+                &account.id,
+                caller,
+                "companion.token_moved",
+                Some("a push token of this account was registered by another account".into()),
             )
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         }
         tx.commit().await.map_err(ApiError::from)?;
         Ok(registered.companion.into())
@@ -148,44 +137,34 @@ impl Mutation {
         else {
             return Err(ApiError::not_found("companion").into());
         };
-        crate::store::audit::append(
+        audit_success(
             &mut tx.tx,
             now,
-            &crate::store::audit::NewEntry {
-                account_id: Some(&account.id),
-                actor: &format!("account:{}", account.id),
-                event: if updated.moved_from.is_some() {
-                    "companion.token_moved"
-                } else {
-                    "companion.token_update"
-                },
-                client_addr: caller.meta.client_addr.as_deref(),
-                outcome: "success",
-                detail: Some(match &updated.moved_from {
-                    Some(from) => format!("{id} (token moved from account {from})"),
-                    None => id.clone(),
-                }),
+            &account.id,
+            &account.id,
+            caller,
+            if updated.moved_from.is_some() {
+                "companion.token_moved"
+            } else {
+                "companion.token_update"
             },
+            Some(match &updated.moved_from {
+                Some(from) => format!("{id} (token moved from account {from})"),
+                None => id.clone(),
+            }),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         if let Some(from) = &updated.moved_from {
-            crate::store::audit::append(
+            audit_success(
                 &mut tx.tx,
                 now,
-                &crate::store::audit::NewEntry {
-                    account_id: Some(from),
-                    actor: &format!("account:{}", account.id),
-                    event: "companion.token_moved",
-                    client_addr: caller.meta.client_addr.as_deref(),
-                    outcome: "success",
-                    detail: Some(
-                        "a push token of this account was registered by another account".into(),
-                    ),
-                },
+                from,
+                &account.id,
+                caller,
+                "companion.token_moved",
+                Some("a push token of this account was registered by another account".into()),
             )
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         }
         tx.commit().await.map_err(ApiError::from)?;
         Ok(updated.companion.into())
@@ -203,20 +182,16 @@ impl Mutation {
         {
             return Err(ApiError::not_found("companion").into());
         }
-        crate::store::audit::append(
+        audit_success(
             &mut tx.tx,
             state.now_ms(),
-            &crate::store::audit::NewEntry {
-                account_id: Some(&account.id),
-                actor: &format!("account:{}", account.id),
-                event: "companion.remove",
-                client_addr: caller.meta.client_addr.as_deref(),
-                outcome: "success",
-                detail: Some(id),
-            },
+            &account.id,
+            &account.id,
+            caller,
+            "companion.remove",
+            Some(id),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(true)
     }
@@ -305,20 +280,16 @@ impl Mutation {
             ))
             .into());
         }
-        crate::store::audit::append(
+        audit_success(
             &mut tx.tx,
             state.now_ms(),
-            &crate::store::audit::NewEntry {
-                account_id: Some(&account.id),
-                actor: &format!("account:{}", account.id),
-                event: "device.revoke",
-                client_addr: caller.meta.client_addr.as_deref(),
-                outcome: "success",
-                detail: Some(id.clone()),
-            },
+            &account.id,
+            &account.id,
+            caller,
+            "device.revoke",
+            Some(id.clone()),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         let d = devices::get(&mut tx.tx, &id)
             .await
             .map_err(ApiError::from)?
@@ -408,6 +379,33 @@ impl Mutation {
                 .into(),
         )
     }
+}
+
+/// Audits a successful change made by an account's companion. `subject` is the account the entry
+/// belongs to (another account when a push token moved away from it).
+async fn audit_success(
+    conn: &mut sqlx::AnyConnection,
+    now: i64,
+    subject: &str,
+    actor_account: &str,
+    caller: &crate::principal::Caller,
+    event: &str,
+    detail: Option<String>,
+) -> Result<(), ApiError> {
+    crate::store::audit::append(
+        conn,
+        now,
+        &crate::store::audit::NewEntry {
+            account_id: Some(subject),
+            actor: &format!("account:{actor_account}"),
+            event,
+            client_addr: caller.meta.client_addr.as_deref(),
+            outcome: "success",
+            detail,
+        },
+    )
+    .await
+    .map_err(ApiError::from)
 }
 
 async fn request(ctx: &Context<'_>, kind: Kind, input: DeliveryInput) -> Result<DeliveryObject> {
