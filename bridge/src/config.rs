@@ -50,8 +50,17 @@ pub enum IdentityConfig {
         issuer: String,
         /// Expected `aud`.
         audience: String,
-        /// A file holding the provider's JWKS.
-        jwks_file: PathBuf,
+        /// A file holding the provider's JWKS (re-read every refresh, so replacing the file
+        /// rotates keys). Exactly one of `jwks_file` and `jwks_url`.
+        #[serde(default)]
+        jwks_file: Option<PathBuf>,
+        /// The provider's `jwks_uri` (HTTPS), fetched at startup and refreshed periodically and
+        /// when a token names an unknown key.
+        #[serde(default)]
+        jwks_url: Option<String>,
+        /// Accept a plain `http://` `jwks_url` (tests and private networks only).
+        #[serde(default)]
+        danger_accept_http_jwks_url: bool,
         /// Accepted algorithms (ES256, EdDSA, RS256).
         #[serde(default = "default_algorithms")]
         algorithms: Vec<String>,
@@ -277,6 +286,17 @@ impl Config {
             if !refused.is_empty() {
                 return Err(ConfigError::RefusedInProduction(refused));
             }
+        }
+        if let IdentityConfig::Oidc {
+            jwks_file,
+            jwks_url,
+            ..
+        } = &self.identity
+            && jwks_file.is_some() == jwks_url.is_some()
+        {
+            return Err(ConfigError::Invalid(
+                "identity: set exactly one of jwks_file and jwks_url".into(),
+            ));
         }
         let l = &self.limits;
         let positive = [

@@ -157,7 +157,15 @@ async fn resolve_companion(state: &AppState, meta: &RequestMeta) -> ApiResult<(A
     if device_kid(token).is_some() {
         return Err(ApiError::forbidden("this operation is for companion apps"));
     }
-    let identity = match state.companions.verify(token, state.clock.now_secs()) {
+    let mut verified = state.companions.verify(token, state.clock.now_secs());
+    // A key the bridge has not seen: the provider may have rotated. Re-fetch (at most every
+    // 30 s) and try once more.
+    if matches!(verified, Err(crate::auth::AuthError::UnknownKey))
+        && state.refresh_jwks(30_000).await
+    {
+        verified = state.companions.verify(token, state.clock.now_secs());
+    }
+    let identity = match verified {
         Ok(identity) => identity,
         Err(e) if e.is_server_fault() => return Err(ApiError::internal(&e)),
         Err(e) => {

@@ -1,11 +1,14 @@
 //! Everything a request handler needs, built once at startup and shared.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
 use crate::auth::companion::{CompanionAuthConfig, CompanionVerifier};
 use crate::auth::dev_issuer::{DEV_ISSUER, DevIssuer};
+use crate::auth::http_jwks::HttpJwks;
+use crate::auth::jwk::{FileJwks, JwksFetcher};
 use crate::clock::SharedClock;
 use crate::config::{Config, IdentityConfig};
 use crate::events::EventBus;
@@ -53,6 +56,10 @@ pub struct Inner {
     pub dev_issuer: Option<DevIssuer>,
     /// Envelope signing keys.
     pub keys: RwLock<KeySet>,
+    /// Where the identity provider's keys come from (`None` for the development issuer).
+    pub jwks_source: Option<Arc<dyn JwksFetcher>>,
+    /// When the provider's keys were last fetched (ms).
+    pub last_jwks_refresh: AtomicI64,
     /// Rate limits.
     pub limits: RateLimits,
     /// Status changes for subscriptions.
@@ -88,6 +95,7 @@ impl AppState {
         if config.profile == crate::config::Profile::Development {
             std::fs::create_dir_all(&config.data_dir)?;
         }
+        let mut jwks_source = None;
         let (companions, dev_issuer) = match &config.identity {
             IdentityConfig::Dev => {
                 let issuer = DevIssuer::load_or_create(&config.dev_issuer_key_file())
@@ -108,6 +116,8 @@ impl AppState {
                 issuer,
                 audience,
                 jwks_file,
+                jwks_url,
+                danger_accept_http_jwks_url,
                 algorithms,
                 leeway_secs,
             } => {
@@ -116,22 +126,40 @@ impl AppState {
                     .map(|a| a.parse::<jsonwebtoken::Algorithm>())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| StartError::Identity(format!("identity.algorithms: {e}")))?;
-                let verifier = CompanionVerifier::from_jwks_file(
+                let source: Arc<dyn JwksFetcher> = match (jwks_file, jwks_url) {
+                    (Some(path), None) => Arc::new(FileJwks::new(path.clone())),
+                    (None, Some(url)) => Arc::new(
+                        HttpJwks::new(url, *danger_accept_http_jwks_url)
+                            .map_err(|e| StartError::Identity(e.to_string()))?,
+                    ),
+                    _ => {
+                        return Err(StartError::Identity(
+                            "set exactly one of identity.jwks_file and identity.jwks_url".into(),
+                        ));
+                    }
+                };
+                let jwks = source
+                    .fetch()
+                    .await
+                    .map_err(|e| StartError::Identity(format!("identity provider keys: {e}")))?;
+                let verifier = CompanionVerifier::new(
                     CompanionAuthConfig {
                         issuer: issuer.clone(),
                         audience: audience.clone(),
                         algorithms,
                         leeway_secs: *leeway_secs,
                     },
-                    jwks_file,
+                    jwks,
                 )
                 .map_err(|e| StartError::Identity(e.to_string()))?;
+                jwks_source = Some(source);
                 (verifier, None)
             }
         };
         let keys = KeySet::load_or_create(&config.signing_key_file(), now_secs)
             .map_err(|e| StartError::Signing(e.to_string()))?;
         let limits = RateLimits::new(&config.limits, clock.clone());
+        let started_ms = clock.now_ms();
         Ok(Self(Arc::new(Inner {
             config,
             store,
@@ -139,6 +167,8 @@ impl AppState {
             companions,
             dev_issuer,
             keys: RwLock::new(keys),
+            jwks_source,
+            last_jwks_refresh: AtomicI64::new(started_ms),
             limits,
             events: EventBus::default(),
             outbox_wakeup: Notify::new(),
@@ -148,5 +178,33 @@ impl AppState {
     /// Current time, Unix milliseconds.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Re-fetches the identity provider's keys, at most once per `min_interval_ms`. Returns
+    /// whether a fetch happened and succeeded; a failed fetch keeps the previous keys.
+    pub async fn refresh_jwks(&self, min_interval_ms: i64) -> bool {
+        let Some(source) = &self.jwks_source else {
+            return false;
+        };
+        let now = self.now_ms();
+        let last = self.last_jwks_refresh.load(Ordering::SeqCst);
+        if now - last < min_interval_ms
+            || self
+                .last_jwks_refresh
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return false;
+        }
+        match self.companions.refresh(source.as_ref()).await {
+            Ok(keys) => {
+                tracing::info!(keys, "identity provider keys refreshed");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "identity provider keys not refreshed; keeping the previous set");
+                false
+            }
+        }
     }
 }

@@ -16,6 +16,8 @@ use crate::store::{devices, pairings};
 
 /// How often the sweeper runs.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the identity provider's keys are re-fetched.
+pub const JWKS_REFRESH_MS: i64 = 10 * 60 * 1000;
 /// Advisory lock key of the sweeper ("TETHSWEP").
 const SWEEP_LOCK: i64 = 0x5445_5448_5357_4550;
 /// How long a push worker holds an outbox row.
@@ -127,6 +129,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> tokio::tas
                     if let Err(e) = sweep(&state).await {
                         tracing::warn!(error = %e, "sweep failed");
                     }
+                    state.refresh_jwks(JWKS_REFRESH_MS).await;
                 }
                 _ = state.outbox_wakeup.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}

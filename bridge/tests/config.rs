@@ -46,7 +46,9 @@ fn oidc() -> IdentityConfig {
     IdentityConfig::Oidc {
         issuer: "https://idp.example".into(),
         audience: "tether".into(),
-        jwks_file: "/etc/tether/jwks.json".into(),
+        jwks_file: Some("/etc/tether/jwks.json".into()),
+        jwks_url: None,
+        danger_accept_http_jwks_url: false,
         algorithms: vec!["ES256".into()],
         leeway_secs: 30,
     }
@@ -142,12 +144,18 @@ jwks_file = "/etc/tether/jwks.json"
             issuer,
             audience,
             jwks_file,
+            jwks_url,
             algorithms,
             leeway_secs,
+            ..
         } => {
             assert_eq!(issuer, "https://idp.example");
             assert_eq!(audience, "tether");
-            assert_eq!(jwks_file, Path::new("/etc/tether/jwks.json"));
+            assert_eq!(
+                jwks_file.as_deref(),
+                Some(Path::new("/etc/tether/jwks.json"))
+            );
+            assert_eq!(jwks_url, None);
             assert_eq!(algorithms, ["ES256", "EdDSA", "RS256"]);
             assert_eq!(leeway_secs, 30);
         }

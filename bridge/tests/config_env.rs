@@ -211,7 +211,7 @@ fn run_case(case: &str, file: &Path) {
                 } => {
                     assert_eq!(issuer, "https://idp.example");
                     assert_eq!(audience, "tether");
-                    assert_eq!(jwks_file, PathBuf::from("/etc/tether/jwks.json"));
+                    assert_eq!(jwks_file, Some(PathBuf::from("/etc/tether/jwks.json")));
                     assert_eq!(algorithms, ["ES256", "EdDSA", "RS256"]);
                 }
                 other => panic!("{other:?}"),

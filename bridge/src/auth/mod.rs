@@ -30,6 +30,7 @@
 pub mod companion;
 pub mod dev_issuer;
 pub mod device;
+pub mod http_jwks;
 pub mod jwk;
 pub(crate) mod jws;
 pub(crate) mod keyfile;
