@@ -22,10 +22,12 @@ pub mod pairings;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::AnyConnection;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -69,16 +71,153 @@ impl StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite only: serializes write transactions.
-    writer: Arc<Mutex<()>>,
+    /// SQLite only: the one writer connection and its open batch.
+    writer: Arc<Mutex<Writer>>,
+    /// SQLite only: wakes the committer.
+    wake: Arc<Notify>,
 }
 
-/// A write transaction; on SQLite it also holds the writer lock.
+/// SQLite group commit: write transactions run one after another as savepoints inside one open
+/// transaction on a dedicated connection; a committer commits the batch (one `fsync`) and only
+/// then tells each transaction's caller that it is durable.
+#[derive(Debug, Default)]
+struct Writer {
+    conn: Option<PoolConnection<Any>>,
+    /// A batch transaction is open.
+    open: bool,
+    /// The last holder neither committed nor rolled back: its savepoint must be undone.
+    dirty: bool,
+    /// Callers whose savepoint is released, waiting for the batch commit.
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Writer {
+    fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        self.conn
+            .as_deref_mut()
+            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))
+    }
+
+    /// Undoes an abandoned savepoint; if that fails the whole batch is lost, and its waiters
+    /// are told so.
+    async fn clean(&mut self) -> Result<(), StoreError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.dirty = false;
+        let undone = async {
+            let conn = self.conn()?;
+            conn.execute("ROLLBACK TO w").await?;
+            conn.execute("RELEASE w").await?;
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        if let Err(e) = undone {
+            self.abort(&e.to_string()).await;
+        }
+        Ok(())
+    }
+
+    /// Rolls the batch back and fails its waiters.
+    async fn abort(&mut self, why: &str) {
+        if let Ok(conn) = self.conn() {
+            let _ = conn.execute("ROLLBACK").await;
+        }
+        self.open = false;
+        self.conn = None;
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(why.to_owned()));
+        }
+    }
+
+    /// Commits the open batch and answers its waiters.
+    async fn commit_batch(&mut self) {
+        if self.clean().await.is_err() || !self.open {
+            for waiter in self.waiters.drain(..) {
+                let _ = waiter.send(Ok(()));
+            }
+            return;
+        }
+        let result = match self.conn() {
+            Ok(conn) => conn
+                .execute("COMMIT")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => {
+                self.open = false;
+                // Between batches the connection goes back to the pool (so the pool can close).
+                self.conn = None;
+                for waiter in self.waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Err(why) => self.abort(&why).await,
+        }
+    }
+}
+
+/// The connection of a write transaction (dereferences to an `AnyConnection`).
+#[derive(Debug)]
+pub struct TxConn(TxInner);
+
+#[derive(Debug)]
+enum TxInner {
+    /// PostgreSQL: an ordinary transaction.
+    Postgres(Transaction<'static, Any>),
+    /// SQLite: a savepoint in the writer's open batch.
+    Sqlite(SqliteTx),
+}
+
+/// The writer, held by one transaction. Dropping it (committed or not) wakes the committer, so
+/// an abandoned savepoint is rolled back and the batch's write lock released promptly.
+#[derive(Debug)]
+struct SqliteTx {
+    writer: Option<OwnedMutexGuard<Writer>>,
+    wake: Arc<Notify>,
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+impl std::ops::Deref for TxConn {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            TxInner::Postgres(tx) => tx,
+            TxInner::Sqlite(tx) => match tx.writer.as_ref().and_then(|w| w.conn.as_deref()) {
+                Some(conn) => conn,
+                // `begin_write` acquires the connection before handing out the guard.
+                None => unreachable!("the writer connection is acquired before use"),
+            },
+        }
+    }
+}
+
+impl std::ops::DerefMut for TxConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            TxInner::Postgres(tx) => tx,
+            TxInner::Sqlite(tx) => match tx.writer.as_mut().and_then(|w| w.conn.as_deref_mut()) {
+                Some(conn) => conn,
+                None => unreachable!("the writer connection is acquired before use"),
+            },
+        }
+    }
+}
+
+/// A write transaction. Dropping it without [`WriteTx::commit`] rolls it back.
 #[derive(Debug)]
 pub struct WriteTx {
-    /// The transaction.
-    pub tx: Transaction<'static, Any>,
-    _guard: Option<OwnedMutexGuard<()>>,
+    /// The connection to write with.
+    pub tx: TxConn,
 }
 
 impl Store {
@@ -149,11 +288,16 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Self {
+        let store = Self {
             pool,
             backend,
-            writer: Arc::new(Mutex::new(())),
-        })
+            writer: Arc::default(),
+            wake: Arc::default(),
+        };
+        if backend == Backend::Sqlite {
+            tokio::spawn(committer(Arc::downgrade(&store.writer), store.wake.clone()));
+        }
+        Ok(store)
     }
 
     /// Applies pending migrations.
@@ -192,19 +336,47 @@ impl Store {
         self.backend
     }
 
-    /// Starts a write transaction (serialized on SQLite).
+    /// Starts a write transaction: on PostgreSQL an ordinary one; on SQLite a savepoint in the
+    /// writer's group-commit batch (write transactions run one at a time).
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let guard = match self.backend {
-            Backend::Sqlite => Some(Arc::clone(&self.writer).lock_owned().await),
-            Backend::Postgres => None,
-        };
-        // IMMEDIATE takes SQLite's write lock at BEGIN, so a transaction that reads first never
-        // fails to upgrade (SQLITE_BUSY_SNAPSHOT) when another connection wrote meanwhile.
         let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Postgres => TxConn(TxInner::Postgres(self.pool.begin().await?)),
+            Backend::Sqlite => {
+                let mut writer = Arc::clone(&self.writer).lock_owned().await;
+                if writer.conn.is_none() {
+                    writer.conn = Some(self.pool.acquire().await?);
+                }
+                writer.clean().await?;
+                if !writer.open {
+                    // IMMEDIATE takes SQLite's write lock now, so reads inside the batch
+                    // never fail to upgrade.
+                    writer.conn()?.execute("BEGIN IMMEDIATE").await?;
+                    writer.open = true;
+                }
+                writer.conn()?.execute("SAVEPOINT w").await?;
+                writer.dirty = true;
+                TxConn(TxInner::Sqlite(SqliteTx {
+                    writer: Some(writer),
+                    wake: self.wake.clone(),
+                }))
+            }
         };
-        Ok(WriteTx { tx, _guard: guard })
+        Ok(WriteTx { tx })
+    }
+}
+
+/// Commits SQLite batches whenever a transaction is waiting for durability. While one batch
+/// commits, the next one gathers the transactions that arrive meanwhile.
+async fn committer(writer: std::sync::Weak<Mutex<Writer>>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(writer) = writer.upgrade() else {
+            return;
+        };
+        let mut guard = writer.lock().await;
+        if !guard.waiters.is_empty() || guard.open || guard.dirty {
+            guard.commit_batch().await;
+        }
     }
 }
 
@@ -222,9 +394,32 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Commits (durably: `synchronous = FULL` on SQLite).
+    /// Commits durably (`synchronous = FULL` on SQLite): returns once the data is on disk.
     pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+        match self.tx.0 {
+            TxInner::Postgres(tx) => tx.commit().await?,
+            TxInner::Sqlite(mut tx) => {
+                let mut writer = tx
+                    .writer
+                    .take()
+                    .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
+                writer.conn()?.execute("RELEASE w").await?;
+                writer.dirty = false;
+                let (done, durable) = oneshot::channel();
+                writer.waiters.push(done);
+                drop(writer);
+                // Dropping `tx` wakes the committer.
+                drop(tx);
+                durable
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+                    .map_err(|why| {
+                        StoreError::Database(sqlx::Error::Protocol(format!(
+                            "batch commit failed: {why}"
+                        )))
+                    })?;
+            }
+        }
         Ok(())
     }
 }
