@@ -6,9 +6,10 @@
 //!   both backends accept, and portable types only: text, 64-bit integers (times are Unix
 //!   milliseconds, flags 0/1) and byte strings.
 //! * SQLite runs in WAL mode with `synchronous = FULL`, so a delivery is on disk before the
-//!   request that created it is answered. SQLite allows one writer at a time; write
-//!   transactions are serialized in-process ([`Store::begin_write`]) instead of failing with
-//!   "database is locked".
+//!   request that created it is answered. SQLite allows one writer at a time, so write
+//!   transactions run one after another on a dedicated connection, as savepoints inside a
+//!   shared batch that a committer task commits with one `fsync` (group commit,
+//!   [`Store::begin_write`]); each caller's `commit` returns only after its batch is durable.
 //! * PostgreSQL tests put each test in its own schema ([`Store::connect_with_schema`]) so they
 //!   run in parallel.
 
