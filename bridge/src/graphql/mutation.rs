@@ -80,39 +80,16 @@ impl Mutation {
         )
         .await
         .map_err(ApiError::from)?;
-        let detail = match &registered.moved_from {
-            Some(from) => format!(
-                "{} (token moved from account {from})",
-                registered.companion.id
-            ),
-            None => registered.companion.id.clone(),
-        };
-        audit_success(
+        audit_token(
             &mut tx.tx,
             now,
             &account.id,
-            &account.id,
             caller,
-            if registered.moved_from.is_some() {
-                "companion.token_moved"
-            } else {
-                "companion.register"
-            },
-            Some(detail.clone()),
+            "companion.register",
+            &registered.companion.id,
+            registered.moved_from.as_deref(),
         )
         .await?;
-        if let Some(from) = &registered.moved_from {
-            audit_success(
-                &mut tx.tx,
-                now,
-                from,
-                &account.id,
-                caller,
-                "companion.token_moved",
-                Some("a push token of this account was registered by another account".into()),
-            )
-            .await?;
-        }
         tx.commit().await.map_err(ApiError::from)?;
         Ok(registered.companion.into())
     }
@@ -137,35 +114,16 @@ impl Mutation {
         else {
             return Err(ApiError::not_found("companion").into());
         };
-        audit_success(
+        audit_token(
             &mut tx.tx,
             now,
             &account.id,
-            &account.id,
             caller,
-            if updated.moved_from.is_some() {
-                "companion.token_moved"
-            } else {
-                "companion.token_update"
-            },
-            Some(match &updated.moved_from {
-                Some(from) => format!("{id} (token moved from account {from})"),
-                None => id.clone(),
-            }),
+            "companion.token_update",
+            &id,
+            updated.moved_from.as_deref(),
         )
         .await?;
-        if let Some(from) = &updated.moved_from {
-            audit_success(
-                &mut tx.tx,
-                now,
-                from,
-                &account.id,
-                caller,
-                "companion.token_moved",
-                Some("a push token of this account was registered by another account".into()),
-            )
-            .await?;
-        }
         tx.commit().await.map_err(ApiError::from)?;
         Ok(updated.companion.into())
     }
@@ -379,6 +337,53 @@ impl Mutation {
                 .into(),
         )
     }
+}
+
+/// Audits a push token registration or update: `event` normally, or `companion.token_moved` in
+/// both accounts when the token was taken from another account.
+async fn audit_token(
+    conn: &mut sqlx::AnyConnection,
+    now: i64,
+    account: &str,
+    caller: &crate::principal::Caller,
+    event: &str,
+    companion: &str,
+    moved_from: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(from) = moved_from else {
+        return audit_success(
+            conn,
+            now,
+            account,
+            account,
+            caller,
+            event,
+            Some(companion.to_owned()),
+        )
+        .await;
+    };
+    let detail = format!("{companion} (token moved from account {from})");
+    audit_success(
+        conn,
+        now,
+        account,
+        account,
+        caller,
+        "companion.token_moved",
+        Some(detail),
+    )
+    .await?;
+    let notice = "a push token of this account was registered by another account".to_owned();
+    audit_success(
+        conn,
+        now,
+        from,
+        account,
+        caller,
+        "companion.token_moved",
+        Some(notice),
+    )
+    .await
 }
 
 /// Audits a successful change made by an account's companion. `subject` is the account the entry
