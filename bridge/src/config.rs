@@ -79,11 +79,112 @@ fn default_leeway() -> u64 {
 }
 
 /// Where outbox rows go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PushSinkConfig {
-    /// Development sink: marks pushes sent; companions read deliveries through the API.
+pub enum PushSink {
+    /// Development sink: records pushes as sent and hands deliveries to companions through
+    /// the bridge's own API (`incomingDeliveries`, `pendingDeliveries`).
+    #[default]
     Dev,
+    /// Apple Push Notification service and Firebase Cloud Messaging (HTTP v1).
+    Providers,
+}
+
+/// Push delivery: the sink, the providers and the outbox workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// `dev` or `providers`.
+    pub sink: PushSink,
+    /// APNs (token authentication); required for APNs installs when `sink = "providers"`.
+    pub apns: Option<ApnsConfig>,
+    /// FCM HTTP v1; required for FCM installs when `sink = "providers"`.
+    pub fcm: Option<FcmConfig>,
+    /// Outbox workers.
+    pub worker: PushWorkerConfig,
+}
+
+/// Apple Push Notification service, token-based provider authentication.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// Base URL: `https://api.push.apple.com` (production, the default),
+    /// `https://api.sandbox.push.apple.com` (development builds), or a test server.
+    #[serde(default = "default_apns_endpoint")]
+    pub endpoint: String,
+    /// Apple developer team id (the provider token's `iss`).
+    pub team_id: String,
+    /// Key id of the `.p8` signing key (the provider token's `kid`).
+    pub key_id: String,
+    /// The `.p8` key file (PKCS#8 PEM, P-256).
+    pub key_file: PathBuf,
+    /// Extra CA certificate (PEM) to trust for the endpoint, besides the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How long a provider token is reused before a new one is signed, seconds. Apple rejects
+    /// tokens older than one hour and refreshes more often than every 20 minutes.
+    #[serde(default = "default_apns_token_refresh")]
+    pub token_refresh_secs: u64,
+}
+
+fn default_apns_endpoint() -> String {
+    "https://api.push.apple.com".into()
+}
+
+fn default_apns_token_refresh() -> u64 {
+    40 * 60
+}
+
+/// Firebase Cloud Messaging HTTP v1 with a service account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmConfig {
+    /// Base URL of the FCM API (default `https://fcm.googleapis.com`).
+    #[serde(default = "default_fcm_endpoint")]
+    pub endpoint: String,
+    /// The service account key file as Google issues it (JSON). Its `project_id` names the
+    /// project and its `token_uri` is where access tokens come from.
+    pub service_account_file: PathBuf,
+    /// Extra CA certificate (PEM) to trust for the API and the token endpoint.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_fcm_endpoint() -> String {
+    "https://fcm.googleapis.com".into()
+}
+
+/// Outbox workers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushWorkerConfig {
+    /// Most outbox rows one worker leases at a time.
+    pub batch: u32,
+    /// Most pushes in flight per worker.
+    pub concurrency: u32,
+    /// How long a leased row is reserved for its worker, seconds. A worker that dies holding a
+    /// lease delays that push by at most this long; a duplicate after a crash can only happen
+    /// inside this window, and carries the same collapse id.
+    pub lease_secs: u32,
+    /// First retry delay, milliseconds (doubles per attempt, with jitter).
+    pub retry_base_ms: u32,
+    /// Longest retry delay, milliseconds.
+    pub retry_max_ms: u32,
+    /// Timeout of one provider request, milliseconds.
+    pub request_timeout_ms: u32,
+}
+
+impl Default for PushWorkerConfig {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            concurrency: 256,
+            lease_secs: 30,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            request_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// GraphQL endpoint limits and tools.
@@ -186,11 +287,13 @@ pub struct Config {
     /// Companion identity provider.
     pub identity: IdentityConfig,
     /// Push delivery.
-    pub push: PushSinkConfig,
+    pub push: PushConfig,
     /// GraphQL limits and tools.
     pub graphql: GraphqlConfig,
     /// Rate limits, lifetimes and lockouts.
     pub limits: Limits,
+    /// The hosted hybrid tunnel relay and its limits (`docs/relay.md`).
+    pub relay: crate::relay::RelayConfig,
 }
 
 impl Default for Config {
@@ -205,9 +308,10 @@ impl Default for Config {
             signing_key_file: None,
             envelope_audience: "tether-companion".into(),
             identity: IdentityConfig::Dev,
-            push: PushSinkConfig::Dev,
+            push: PushConfig::default(),
             graphql: GraphqlConfig::default(),
             limits: Limits::default(),
+            relay: crate::relay::RelayConfig::default(),
         }
     }
 }
@@ -274,8 +378,10 @@ impl Config {
                     "the development identity issuer (configure identity.provider = \"oidc\")",
                 );
             }
-            if self.push == PushSinkConfig::Dev {
-                refused.push("the development push sink (configure APNs/FCM)");
+            if self.push.sink == PushSink::Dev {
+                refused.push(
+                    "the development push sink (set push.sink = \"providers\" and configure push.apns / push.fcm)",
+                );
             }
             if self.graphql.introspection {
                 refused.push("GraphQL introspection (set graphql.introspection = false)");
@@ -298,6 +404,7 @@ impl Config {
                 "identity: set exactly one of jwks_file and jwks_url".into(),
             ));
         }
+        self.relay.validate()?;
         let l = &self.limits;
         let positive = [
             (
@@ -348,9 +455,39 @@ impl Config {
                 "database_max_connections",
                 i64::from(self.database_max_connections),
             ),
+            ("push.worker.batch", i64::from(self.push.worker.batch)),
+            (
+                "push.worker.concurrency",
+                i64::from(self.push.worker.concurrency),
+            ),
+            (
+                "push.worker.lease_secs",
+                i64::from(self.push.worker.lease_secs),
+            ),
+            (
+                "push.worker.retry_base_ms",
+                i64::from(self.push.worker.retry_base_ms),
+            ),
+            (
+                "push.worker.request_timeout_ms",
+                i64::from(self.push.worker.request_timeout_ms),
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v <= 0) {
             return Err(ConfigError::Invalid(format!("{name} must be positive")));
+        }
+        if self.push.worker.retry_max_ms < self.push.worker.retry_base_ms {
+            return Err(ConfigError::Invalid(
+                "push.worker.retry_max_ms must be at least push.worker.retry_base_ms".into(),
+            ));
+        }
+        if self.push.sink == PushSink::Providers
+            && self.push.apns.is_none()
+            && self.push.fcm.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "push.sink = \"providers\" needs push.apns, push.fcm or both".into(),
+            ));
         }
         Ok(())
     }

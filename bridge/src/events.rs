@@ -13,6 +13,14 @@ pub enum Event {
         /// Delivery id.
         id: String,
     },
+    /// A push for a delivery went out (or the development sink handed it over): the
+    /// account's companions may fetch it.
+    Incoming {
+        /// The delivery's account.
+        account_id: String,
+        /// Delivery id.
+        delivery_id: String,
+    },
     /// A pairing changed status.
     Pairing {
         /// Pairing id.

@@ -23,9 +23,13 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod id;
+pub mod metrics;
+pub mod outbox;
 pub mod pairing;
 pub mod principal;
+pub mod push;
 pub mod ratelimit;
+pub mod relay;
 pub mod signing;
 pub mod state;
 pub mod store;
@@ -45,12 +49,15 @@ use crate::state::{AppState, StartError};
 
 /// The router for a state.
 pub fn app(state: AppState) -> Router {
+    metrics::install();
     let schema = graphql::schema(Some(state.clone()), &state.config.graphql);
     Router::new()
         .route("/graphql", get(http::graphql_get).post(http::graphql_post))
         .route("/.well-known/jwks.json", get(http::jwks))
         .route("/healthz", get(http::healthz))
+        .route("/metrics", get(http::metrics))
         .route("/readyz", get(http::readyz))
+        .merge(relay::router(state.clone()))
         .with_state(Http { state, schema })
 }
 
@@ -74,6 +81,7 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = worker::spawn(state.clone(), stop_rx);
+    let relay = state.relay.clone();
     let addr = listener.local_addr()?;
     tracing::info!(%addr, profile = ?state.config.profile, "bridge ready");
     axum::serve(
@@ -82,6 +90,7 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await?;
+    relay.close_all();
     let _ = stop_tx.send(true);
     let _ = workers.await;
     tracing::info!("bridge stopped");

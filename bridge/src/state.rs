@@ -32,6 +32,9 @@ pub enum StartError {
     /// Signing key problem.
     #[error("signing keys: {0}")]
     Signing(String),
+    /// Push provider setup problem.
+    #[error("push providers: {0}")]
+    Push(String),
     /// Socket problem.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
@@ -66,6 +69,10 @@ pub struct Inner {
     pub events: EventBus,
     /// Wakes the push worker when outbox rows are written.
     pub outbox_wakeup: Notify,
+    /// Push senders by platform.
+    pub senders: crate::push::Senders,
+    /// The hosted hybrid tunnel relay.
+    pub relay: crate::relay::Relay,
 }
 
 impl std::ops::Deref for AppState {
@@ -158,7 +165,10 @@ impl AppState {
         };
         let keys = KeySet::load_or_create(&config.signing_key_file(), now_secs)
             .map_err(|e| StartError::Signing(e.to_string()))?;
+        let senders = crate::push::Senders::from_config(&config.push)
+            .map_err(|e| StartError::Push(e.to_string()))?;
         let limits = RateLimits::new(&config.limits, clock.clone());
+        let relay = crate::relay::Relay::new(&config.relay, clock.clone());
         let started_ms = clock.now_ms();
         Ok(Self(Arc::new(Inner {
             config,
@@ -172,6 +182,8 @@ impl AppState {
             limits,
             events: EventBus::default(),
             outbox_wakeup: Notify::new(),
+            senders,
+            relay,
         })))
     }
 

@@ -1,4 +1,4 @@
-//! Background work: the expiry sweeper and the development push sink.
+//! Background work: the expiry sweeper and the push worker ([`crate::outbox`]).
 //!
 //! Each step is a plain async function taking the state, so tests run one step at a time on a
 //! manual clock; [`spawn`] runs them in loops until shutdown.
@@ -11,7 +11,7 @@ use crate::events::Event;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::audit::{self, NewEntry};
-use crate::store::deliveries::{self, status};
+use crate::store::deliveries;
 use crate::store::{devices, pairings};
 
 /// How often the sweeper runs.
@@ -20,8 +20,6 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub const JWKS_REFRESH_MS: i64 = 10 * 60 * 1000;
 /// Advisory lock key of the sweeper ("TETHSWEP").
 const SWEEP_LOCK: i64 = 0x5445_5448_5357_4550;
-/// How long a push worker holds an outbox row.
-pub const LEASE_MS: i64 = 30_000;
 
 /// Expires deliveries (erasing their URLs), pairings and inactive devices; forgets expired token
 /// ids and idle rate-limit keys. Returns how many deliveries expired.
@@ -80,45 +78,14 @@ pub async fn sweep(state: &AppState) -> Result<usize, StoreError> {
     Ok(expired.len())
 }
 
-/// The development push sink: takes due outbox rows and records them as sent, moving their
-/// deliveries to `SENT`. Companions then read deliveries through the API (`pendingDeliveries`
-/// or the delivery subscription). Returns how many rows it handled.
-pub async fn dev_sink_step(state: &AppState, worker: &str) -> Result<usize, StoreError> {
-    let now = state.now_ms();
-    let mut tx = state.store.begin_write().await?;
-    let rows = deliveries::lease_outbox(&mut tx.tx, worker, now, now + LEASE_MS, 100).await?;
-    tx.commit().await?;
-    // One short transaction per row: outbox row, then its delivery (the lock order of
-    // `deliveries::expire`).
-    for row in &rows {
-        let mut tx = state.store.begin_write().await?;
-        deliveries::outbox_sent(&mut tx.tx, &row.id, now).await?;
-        let moved = deliveries::transition(
-            &mut tx.tx,
-            &row.delivery_id,
-            &[status::QUEUED],
-            status::SENT,
-            None,
-            None,
-            false,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        if moved {
-            tracing::info!(delivery = %row.delivery_id, "dev push sink: delivered");
-            state.events.publish(Event::Delivery {
-                id: row.delivery_id.clone(),
-            });
-        }
-    }
-    Ok(rows.len())
-}
+/// How long the push worker sleeps when nothing woke it (retries come due on this beat).
+pub const PUSH_POLL: Duration = Duration::from_millis(250);
 
-/// Runs the sweeper and the push sink until `shutdown` turns true.
+/// Runs the sweeper and the push worker until `shutdown` turns true. The push worker runs in
+/// its own task so a slow provider never delays the sweeper, and vice versa.
 pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let push = tokio::spawn(crate::outbox::run(state.clone(), shutdown.clone()));
     tokio::spawn(async move {
-        let worker = crate::id::new("wrk");
         let mut sweep_tick = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tokio::select! {
@@ -129,14 +96,15 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> tokio::tas
                     if let Err(e) = sweep(&state).await {
                         tracing::warn!(error = %e, "sweep failed");
                     }
+                    if let Err(e) = crate::outbox::observe_depth(&state).await {
+                        tracing::warn!(error = %e, "outbox depth not read");
+                    }
                     state.refresh_jwks(JWKS_REFRESH_MS).await;
                 }
-                _ = state.outbox_wakeup.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
-            if let Err(e) = dev_sink_step(&state, &worker).await {
-                tracing::warn!(error = %e, "push sink step failed");
-            }
+        }
+        if let Err(e) = push.await {
+            tracing::warn!(error = %e, "push worker ended abnormally");
         }
     })
 }

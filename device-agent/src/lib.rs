@@ -8,3 +8,6 @@
 
 pub mod cli;
 pub mod inspect;
+pub mod bridge_client;
+pub mod device_key;
+pub mod webauthn;

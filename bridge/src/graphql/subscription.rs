@@ -1,9 +1,11 @@
-//! Subscriptions (`graphql-transport-ws`): delivery and pairing status.
+//! Subscriptions (`graphql-transport-ws`): delivery and pairing status, and the deliveries
+//! arriving for a companion's account.
 //!
 //! Each stream yields the current state at once, then every change, and ends after a final
 //! state. Changes arrive through the in-process event bus; every second the stream also re-reads
 //! the database, so changes made by another bridge instance arrive too.
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use async_graphql::{Context, ID, Result, Subscription as GqlSubscription};
@@ -42,6 +44,15 @@ async fn changed(rx: &mut broadcast::Receiver<Event>, is_ours: impl Fn(&Event) -
             },
         }
     }
+}
+
+struct Incoming {
+    state: AppState,
+    account_id: String,
+    rx: broadcast::Receiver<Event>,
+    seen: HashSet<String>,
+    queue: VecDeque<DeliveryObject>,
+    first: bool,
 }
 
 struct Watch<T> {
@@ -115,6 +126,58 @@ impl Subscription {
                 }
             }
             None
+        }))
+    }
+
+    /// Deliveries for the calling companion's account as they arrive: first those already
+    /// pending, then each new one once, oldest first. For apps in the foreground and for the
+    /// development push sink, which hands deliveries over through this stream instead of a
+    /// push provider.
+    async fn incoming_deliveries(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = DeliveryObject> + use<>> {
+        let (state, caller) = parts(ctx)?;
+        let account = caller.companion(state).await?;
+        let incoming = Incoming {
+            state: state.clone(),
+            account_id: account.id,
+            rx: state.events.subscribe(),
+            seen: HashSet::new(),
+            queue: VecDeque::new(),
+            first: true,
+        };
+        Ok(stream::unfold(incoming, |mut w| async move {
+            loop {
+                if let Some(d) = w.queue.pop_front() {
+                    return Some((d, w));
+                }
+                if !w.first {
+                    let account_id = w.account_id.clone();
+                    changed(&mut w.rx, |ev| {
+                        matches!(ev, Event::Incoming { account_id: a, .. } if *a == account_id)
+                    })
+                    .await;
+                }
+                w.first = false;
+                let Ok(mut conn) = w.state.store.pool().acquire().await else {
+                    continue;
+                };
+                let now = w.state.now_ms();
+                let Ok(mut pending) = deliveries::pending(&mut conn, &w.account_id, now).await
+                else {
+                    continue;
+                };
+                pending.reverse();
+                // Forget ids that are no longer pending, so the set stays small.
+                let live: HashSet<&str> = pending.iter().map(|d| d.id.as_str()).collect();
+                w.seen.retain(|id| live.contains(id.as_str()));
+                for d in pending {
+                    if w.seen.insert(d.id.clone()) {
+                        w.queue.push_back(d.into());
+                    }
+                }
+            }
         }))
     }
 

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod companions;
 pub mod deliveries;
 pub mod devices;
+pub mod outbox;
 pub mod pairings;
 
 use std::sync::Arc;
