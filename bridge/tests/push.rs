@@ -49,7 +49,7 @@ async fn world(db: Db) -> World {
     world_with(db, |_| {}).await
 }
 
-async fn world_with(db: Db, tweak: impl FnOnce(&mut PushWorkerConfig)) -> World {
+async fn world_with(db: Db, tweak: impl FnOnce(&mut bridge::config::Config)) -> World {
     let (p8, verifying_key) = generate_provider_key().unwrap();
     let apns = FakeApns::start(FakeApnsConfig {
         team_id: TEAM.into(),
@@ -71,8 +71,7 @@ async fn world_with(db: Db, tweak: impl FnOnce(&mut PushWorkerConfig)) -> World 
         std::fs::write(&path, content).unwrap();
         path
     };
-    let mut worker = PushWorkerConfig::default();
-    tweak(&mut worker);
+    let worker = PushWorkerConfig::default();
     let push = PushConfig {
         sink: PushSink::Providers,
         apns: Some(ApnsConfig {
@@ -90,7 +89,11 @@ async fn world_with(db: Db, tweak: impl FnOnce(&mut PushWorkerConfig)) -> World 
         }),
         worker,
     };
-    let bridge = TestBridge::start_with(db, |c| c.push = push).await;
+    let bridge = TestBridge::start_with(db, |c| {
+        c.push = push;
+        tweak(c);
+    })
+    .await;
     // The fakes judge token ages by the real clock.
     bridge.clock.set_ms(real_now_ms());
     World {
@@ -625,4 +628,98 @@ async fn metrics_count_pushes_by_provider_and_outcome() {
     );
     assert!(body.contains("tether_push_send_seconds_bucket"), "{body}");
     assert!(body.contains("tether_push_retries_total"), "{body}");
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_never_send_a_row_twice() {
+    for db in databases() {
+        let w = world_with(db, |c| {
+            c.limits.deliveries_per_device_per_minute = 1000;
+            c.limits.deliveries_per_account_per_minute = 1000;
+            // Small batches so both workers keep claiming while rows arrive.
+            c.push.worker.batch = 4;
+        })
+        .await;
+        let peer = w.bridge.peer(|_| {}).await;
+        let token = apns_token(90);
+        register(&w.bridge, "ivy", "APNS", &token).await;
+        let (device, _) = pair(&w.bridge, "ivy").await;
+        let mut ids = Vec::new();
+        for i in 0..60 {
+            let instance = if i % 2 == 0 { &w.bridge } else { &peer };
+            let resp = instance
+                .gql(
+                    Some(&device.token(instance)),
+                    REQUEST_SIGN_IN,
+                    sign_in_input(instance, &format!("k{i}")),
+                )
+                .await;
+            ids.push(id_of(data(&resp, "requestSignIn")));
+        }
+        for id in &ids {
+            wait_status(&w.bridge, id, "SENT").await;
+        }
+        let received = w.apns.received();
+        assert_eq!(
+            received.len(),
+            ids.len(),
+            "one push per delivery, no duplicates"
+        );
+        for id in &ids {
+            let n = received
+                .iter()
+                .filter(|r| r.payload["delivery_id"] == id.as_str())
+                .count();
+            assert_eq!(n, 1, "{id}");
+        }
+        // Both instances did part of the work.
+        let workers: std::collections::BTreeSet<String> =
+            sqlx::query("SELECT leased_by FROM outbox WHERE status = 'SENT'")
+                .fetch_all(w.bridge.state.store.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let lease: String = sqlx::Row::try_get(r, 0).unwrap();
+                    lease.split(':').next().unwrap().to_owned()
+                })
+                .collect();
+        assert_eq!(workers.len(), 2, "{workers:?}");
+    }
+}
+
+#[tokio::test]
+async fn dev_sink_hands_deliveries_to_a_subscribed_companion() {
+    let bridge = TestBridge::start(Db::Sqlite).await;
+    register_companion(&bridge, "judy", &apns_token(91)).await;
+    let (device, _) = pair(&bridge, "judy").await;
+    let mut sub = bridge
+        .subscribe(
+            Some(&bridge.companion_token("judy")),
+            "subscription { incomingDeliveries { id status rpId envelope } }",
+            json!({}),
+        )
+        .await;
+    let first = request_sign_in(&bridge, &device, "k1").await;
+    let got = sub.next().await;
+    assert_eq!(
+        got["data"]["incomingDeliveries"]["id"], first["id"],
+        "{got}"
+    );
+    let second = request_sign_in(&bridge, &device, "k2").await;
+    let got = sub.next().await;
+    assert_eq!(
+        got["data"]["incomingDeliveries"]["id"], second["id"],
+        "{got}"
+    );
+    // Another account's companion sees neither.
+    let mut other = bridge
+        .subscribe(
+            Some(&bridge.companion_token("mallory")),
+            "subscription { incomingDeliveries { id } }",
+            json!({}),
+        )
+        .await;
+    let nothing = tokio::time::timeout(Duration::from_millis(1500), other.next()).await;
+    assert!(nothing.is_err(), "{nothing:?}");
 }

@@ -63,6 +63,10 @@ pub struct TestBridge {
     pub addr: SocketAddr,
     pub db: Db,
     dir: PathBuf,
+    /// PostgreSQL schema (`None` on SQLite).
+    schema: Option<String>,
+    /// Whether dropping this bridge removes `dir` (peers share their first bridge's).
+    owns_dir: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     http: reqwest::Client,
 }
@@ -72,7 +76,9 @@ impl Drop for TestBridge {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -91,17 +97,43 @@ impl TestBridge {
             ..Config::default()
         };
         tweak(&mut config);
+        let schema = (db == Db::Postgres).then(|| format!("t_{}", uuid::Uuid::new_v4().simple()));
+        Self::launch(db, config, dir, schema, true, ManualClock::new(T0_MS)).await
+    }
+
+    /// A second bridge instance on the same database, data directory (keys) and clock, with
+    /// its own workers: what an operator runs behind a load balancer.
+    pub async fn peer(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.state.config.clone();
+        tweak(&mut config);
+        Self::launch(
+            self.db,
+            config,
+            self.dir.clone(),
+            self.schema.clone(),
+            false,
+            self.clock.clone(),
+        )
+        .await
+    }
+
+    async fn launch(
+        db: Db,
+        config: Config,
+        dir: PathBuf,
+        schema: Option<String>,
+        owns_dir: bool,
+        clock: ManualClock,
+    ) -> Self {
         let store = match db {
             Db::Sqlite => Store::connect(&config.database_url(), 4).await.unwrap(),
             Db::Postgres => {
                 let url = std::env::var("TETHER_TEST_DATABASE_URL").unwrap();
-                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-                Store::connect_with_schema(&url, 4, Some(&schema))
+                Store::connect_with_schema(&url, 4, schema.as_deref())
                     .await
                     .unwrap()
             }
         };
-        let clock = ManualClock::new(T0_MS);
         let state = AppState::with_store(config, store, Arc::new(clock.clone()))
             .await
             .unwrap();
@@ -122,6 +154,8 @@ impl TestBridge {
             addr,
             db,
             dir,
+            schema,
+            owns_dir,
             stop: Some(stop),
             http: reqwest::Client::new(),
         }
