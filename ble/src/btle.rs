@@ -204,7 +204,13 @@ mod tests {
             Some((ServiceUuid::Google, data))
         );
         assert_eq!(hybrid_service_data(&uuid_from_u16(0x180F), &data), None);
-        assert_eq!(hybrid_service_data(&uuid_from_u16(0xFFF9), &data[..19]), None);
-        assert_eq!(hybrid_service_data(&uuid_from_u16(0xFFF9), &[3u8; 21]), None);
+        assert_eq!(
+            hybrid_service_data(&uuid_from_u16(0xFFF9), &data[..19]),
+            None
+        );
+        assert_eq!(
+            hybrid_service_data(&uuid_from_u16(0xFFF9), &[3u8; 21]),
+            None
+        );
     }
 }

@@ -205,7 +205,10 @@ impl Transmitter {
                 let mut scanners = registry.lock().unwrap_or_else(PoisonError::into_inner);
                 // A full queue loses this repetition; a dropped scanner is forgotten.
                 scanners.retain(|tx| {
-                    !matches!(tx.try_send(*advert), Err(mpsc::error::TrySendError::Closed(_)))
+                    !matches!(
+                        tx.try_send(*advert),
+                        Err(mpsc::error::TrySendError::Closed(_))
+                    )
                 });
             }
             #[cfg(unix)]

@@ -16,7 +16,12 @@ const CHILD: &str = "TETHER_BLE_TEST_NO_DBUS_CHILD";
 #[test]
 fn scanner_without_a_system_bus_is_unavailable() {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "no_dbus_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "no_dbus_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, "1")
         .env(
             "DBUS_SYSTEM_BUS_ADDRESS",

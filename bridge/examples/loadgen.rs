@@ -8,7 +8,10 @@
 //!     [--rate 1000] [--seconds 20] [--concurrency 64] [--devices 200]
 //! ```
 //! `--rate 0` runs closed-loop (as fast as `--concurrency` clients go); a positive rate is
-//! open-loop (requests start on schedule whatever the latency). Results: `docs/benchmarks.md`.
+//! open-loop (requests start on schedule whatever the latency). `--push apns` starts the fake
+//! APNs (HTTP/2, TLS, provider-token checks) in this process, points the bridge's real APNs
+//! sender at it, and also reports accept-to-sent latency: from the bridge's answer to
+//! `requestSignIn` until the push arrives at the fake. Results: `docs/benchmarks.md`.
 
 #![allow(
     clippy::unwrap_used,
@@ -29,7 +32,10 @@ use bridge::auth::device::{DevicePublicKey, mint_device_token};
 use p256::SecretKey;
 use p256::elliptic_curve::Generate;
 use serde_json::{Value, json};
+use tether_tests::fake_apns::{FakeApns, FakeApnsConfig, generate_provider_key};
 use tokio::sync::Mutex;
+
+const TOPIC: &str = "com.example.load";
 
 struct Args {
     bridge: PathBuf,
@@ -39,6 +45,7 @@ struct Args {
     concurrency: usize,
     devices: usize,
     port: u16,
+    push_apns: bool,
 }
 
 fn args() -> Args {
@@ -50,6 +57,7 @@ fn args() -> Args {
         concurrency: 64,
         devices: 200,
         port: 18_080,
+        push_apns: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +70,10 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = value.parse().unwrap(),
             "--devices" => a.devices = value.parse().unwrap(),
             "--port" => a.port = value.parse().unwrap(),
+            "--push" => {
+                assert_eq!(value, "apns", "--push takes apns");
+                a.push_apns = true;
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -144,6 +156,28 @@ async fn main() {
     if let Some(url) = &a.database_url {
         cmd.arg("--database-url").arg(url);
     }
+    let apns = if a.push_apns {
+        let (p8, verifying_key) = generate_provider_key().unwrap();
+        let fake = FakeApns::start(FakeApnsConfig {
+            team_id: "TEAM123456".into(),
+            key_id: "KEY1234567".into(),
+            verifying_key,
+            topics: vec![TOPIC.into()],
+        })
+        .await
+        .unwrap();
+        std::fs::write(dir.join("apns.p8"), p8).unwrap();
+        std::fs::write(dir.join("apns-ca.pem"), fake.ca_pem()).unwrap();
+        cmd.env("TETHER_PUSH__SINK", "providers")
+            .env("TETHER_PUSH__APNS__ENDPOINT", fake.base_url())
+            .env("TETHER_PUSH__APNS__TEAM_ID", "TEAM123456")
+            .env("TETHER_PUSH__APNS__KEY_ID", "KEY1234567")
+            .env("TETHER_PUSH__APNS__KEY_FILE", dir.join("apns.p8"))
+            .env("TETHER_PUSH__APNS__CA_FILE", dir.join("apns-ca.pem"));
+        Some(fake)
+    } else {
+        None
+    };
     let started = Instant::now();
     let child = cmd
         .spawn()
@@ -181,8 +215,13 @@ async fn main() {
         let t = issuer
             .mint(&format!("load-{i}"), &bridge.audience, now_secs(), 3600)
             .unwrap();
+        let (platform, token) = if a.push_apns {
+            ("APNS", format!("{:064x}", i + 1))
+        } else {
+            ("FCM", format!("load-token-{i}"))
+        };
         let r = gql(&client, &base, Some(&t), "mutation($i: RegisterCompanionInput!) { registerCompanion(input: $i) { id } }",
-            json!({"i": {"platform": "FCM", "pushToken": format!("load-token-{i}"), "appId": "load", "displayName": "load"}})).await;
+            json!({"i": {"platform": platform, "pushToken": token, "appId": TOPIC, "displayName": "load"}})).await;
         assert!(r["errors"].is_null(), "{r}");
     }
     let mut devices = Vec::new();
@@ -258,6 +297,10 @@ async fn main() {
     let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::with_capacity(total)));
+    let accepted = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        SystemTime,
+    >::with_capacity(total)));
     let errors = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
     let send = {
         let client = client.clone();
@@ -265,7 +308,8 @@ async fn main() {
         move |i: usize,
               requests: Arc<Vec<(String, String)>>,
               latencies: Arc<Mutex<Vec<Duration>>>,
-              errors: Arc<Mutex<BTreeMap<String, usize>>>| {
+              errors: Arc<Mutex<BTreeMap<String, usize>>>,
+              accepted: Arc<std::sync::Mutex<std::collections::HashMap<String, SystemTime>>>| {
             let client = client.clone();
             let url = format!("{base}/graphql");
             async move {
@@ -280,7 +324,12 @@ async fn main() {
                     .await;
                 let outcome = match resp {
                     Ok(r) => match r.json::<Value>().await {
-                        Ok(v) if v["errors"].is_null() => None,
+                        Ok(v) if v["errors"].is_null() => {
+                            if let Some(id) = v["data"]["requestSignIn"]["id"].as_str() {
+                                accepted.lock().unwrap().insert(id.to_owned(), SystemTime::now());
+                            }
+                            None
+                        }
                         Ok(v) => Some(
                             v["errors"][0]["extensions"]["code"]
                                 .as_str()
@@ -313,6 +362,7 @@ async fn main() {
                 requests.clone(),
                 latencies.clone(),
                 errors.clone(),
+                accepted.clone(),
             )));
         }
         for h in handles {
@@ -321,12 +371,13 @@ async fn main() {
     } else {
         let mut handles = Vec::new();
         for _ in 0..a.concurrency {
-            let (next, requests, latencies, errors, send) = (
+            let (next, requests, latencies, errors, send, accepted) = (
                 next.clone(),
                 requests.clone(),
                 latencies.clone(),
                 errors.clone(),
                 send.clone(),
+                accepted.clone(),
             );
             handles.push(tokio::spawn(async move {
                 while Instant::now() < deadline {
@@ -334,7 +385,14 @@ async fn main() {
                     if i >= requests.len() {
                         break;
                     }
-                    send(i, requests.clone(), latencies.clone(), errors.clone()).await;
+                    send(
+                        i,
+                        requests.clone(),
+                        latencies.clone(),
+                        errors.clone(),
+                        accepted.clone(),
+                    )
+                    .await;
                 }
             }));
         }
@@ -382,6 +440,54 @@ async fn main() {
         pct(1.0)
     );
     println!("errors: {:?}", errors.lock().await);
+    if let Some(fake) = &apns {
+        let accepted = accepted.lock().unwrap().clone();
+        let wait_start = Instant::now();
+        while fake.received().len() < accepted.len()
+            && wait_start.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let received = fake.received();
+        let first = received.iter().map(|r| r.received_at).min();
+        let last = received.iter().map(|r| r.received_at).max();
+        let mut sent: Vec<f64> = received
+            .iter()
+            .filter_map(|r| {
+                let id = r.payload["delivery_id"].as_str()?;
+                let at = accepted.get(id)?;
+                Some(
+                    r.received_at
+                        .duration_since(*at)
+                        .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+                )
+            })
+            .collect();
+        sent.sort_by(f64::total_cmp);
+        let spct = |p: f64| {
+            sent.get(((sent.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let span = match (first, last) {
+            (Some(f), Some(l)) => l.duration_since(f).unwrap_or_default().as_secs_f64(),
+            _ => 0.0,
+        };
+        println!(
+            "pushes at the fake APNs: {} of {} accepted ({:.0}/s over {:.2} s)",
+            received.len(),
+            accepted.len(),
+            received.len() as f64 / span.max(1e-9),
+            span
+        );
+        println!(
+            "accept-to-sent ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            spct(0.5),
+            spct(0.9),
+            spct(0.99),
+            spct(1.0)
+        );
+    }
     println!("RSS after load: {:.1} MiB", loaded_rss as f64 / 1024.0);
     drop(bridge);
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::events::Event;
 use crate::id;
-use crate::principal::RequestMeta;
+use crate::principal::{RequestMeta, TokenUse};
 use crate::signing::EnvelopeClaims;
 use crate::state::AppState;
 use crate::store::accounts::Account;
@@ -122,6 +122,7 @@ pub async fn request(
     state: &AppState,
     meta: &RequestMeta,
     device: &Device,
+    token: &mut TokenUse<'_>,
     req: Request<'_>,
 ) -> ApiResult<Delivery> {
     check_rp_id(req.rp_id)?;
@@ -155,13 +156,10 @@ pub async fn request(
     let Some(account_id) = device.account_id.clone() else {
         return Err(ApiError::unauthenticated("device is not paired"));
     };
-    let mut conn = state.store.pool().acquire().await?;
-    if let Some(existing) =
-        deliveries::by_idempotency_key(&mut conn, &device.id, req.idempotency_key).await?
-    {
-        return same_request(existing, &req);
+    // A retry of a stored request is answered as it was, and does not count against the limits.
+    if let Some(found) = existing(state, device, req.idempotency_key).await? {
+        return same_request(found, &req);
     }
-    drop(conn);
     let actor = format!("device:{}", device.id);
     for (limit, key, what) in [
         (
@@ -236,49 +234,51 @@ pub async fn request(
         expires_at,
         updated_at: now,
     };
+    // One write transaction: the token id, the delivery, its outbox rows, the audit entry. A
+    // retry with the same idempotency key fails the unique index and returns the stored one.
     let mut tx = state.store.begin_write().await?;
-    let targets = companions::active(&mut tx.tx, &account_id).await?;
-    if targets.is_empty() {
-        audit::append(
-            &mut tx.tx,
-            now,
-            &NewEntry {
-                account_id: Some(&account_id),
-                actor: &actor,
-                event: "delivery.create",
-                client_addr: meta.client_addr.as_deref(),
-                outcome: "failure",
-                detail: Some("NO_ACTIVE_COMPANION".into()),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        return Err(ApiError::new(
-            ErrorCode::NoActiveCompanion,
-            "the account has no companion app that can receive the request",
-        ));
-    }
-    let ids: Vec<String> = targets.into_iter().map(|c| c.id).collect();
+    token.record_in(&mut tx.tx).await?;
     let inserted = deliveries::insert(
         &mut tx.tx,
         &NewDelivery {
             delivery: &delivery,
             fido_url: req.fido_url,
         },
-        &ids,
     )
     .await;
     match inserted {
-        Ok(()) => {}
-        Err(e) if e.is_unique_violation() => {
-            // A concurrent retry with the same idempotency key won the race.
+        Ok(0) => {
+            // No install to push to: nothing is stored but the token id and the audit entry.
             drop(tx);
-            let mut conn = state.store.pool().acquire().await?;
-            let existing =
-                deliveries::by_idempotency_key(&mut conn, &device.id, req.idempotency_key)
-                    .await?
-                    .ok_or_else(|| ApiError::internal(&"idempotent delivery vanished"))?;
-            return same_request(existing, &req);
+            let mut tx = state.store.begin_write().await?;
+            token.record_in(&mut tx.tx).await?;
+            audit::append(
+                &mut tx.tx,
+                now,
+                &NewEntry {
+                    account_id: Some(&account_id),
+                    actor: &actor,
+                    event: "delivery.create",
+                    client_addr: meta.client_addr.as_deref(),
+                    outcome: "failure",
+                    detail: Some("NO_ACTIVE_COMPANION".into()),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            token.committed();
+            return Err(ApiError::new(
+                ErrorCode::NoActiveCompanion,
+                "the account has no companion app that can receive the request",
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.is_unique_violation() => {
+            drop(tx);
+            return match existing(state, device, req.idempotency_key).await? {
+                Some(found) => same_request(found, &req),
+                None => Err(ApiError::internal(&"idempotent delivery vanished")),
+            };
         }
         Err(e) => return Err(e.into()),
     }
@@ -299,11 +299,18 @@ pub async fn request(
     )
     .await?;
     tx.commit().await?;
+    token.committed();
     state.events.publish(Event::Delivery {
         id: delivery.id.clone(),
     });
     state.outbox_wakeup.notify_one();
     Ok(delivery)
+}
+
+/// The delivery this device stored under `key`, if any.
+async fn existing(state: &AppState, device: &Device, key: &str) -> ApiResult<Option<Delivery>> {
+    let mut conn = state.store.pool().acquire().await?;
+    Ok(deliveries::by_idempotency_key(&mut conn, &device.id, key).await?)
 }
 
 fn same_request(existing: Delivery, req: &Request<'_>) -> ApiResult<Delivery> {

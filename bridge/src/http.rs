@@ -157,7 +157,10 @@ pub async fn jwks(State(http): State<Http>) -> HttpResponse {
 /// `GET /metrics`: Prometheus text exposition (see [`crate::metrics`]).
 pub async fn metrics() -> HttpResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         crate::metrics::render(),
     )
         .into_response()

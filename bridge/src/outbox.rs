@@ -263,7 +263,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         }
     }
     // Let the attempts in flight finish (each is bounded by the request timeout).
-    let all = u32::try_from(cfg.concurrency).unwrap_or(1).max(1);
+    let all = cfg.concurrency.max(1);
     let _ = slots.acquire_many(all).await;
     drop(done_tx);
     if let Err(e) = recorder.await {

@@ -70,6 +70,96 @@ pub struct Caller {
     pub long_lived: bool,
     companion: tokio::sync::OnceCell<ApiResult<(Account, i64)>>,
     device: tokio::sync::OnceCell<ApiResult<(Device, i64)>>,
+    token: tokio::sync::Mutex<TokenState>,
+}
+
+/// Whether the device token's `jti` has been recorded (a token may be used once).
+#[derive(Debug, Default)]
+enum TokenState {
+    /// Not a device caller yet.
+    #[default]
+    Unresolved,
+    /// Verified; its id is not recorded yet.
+    Pending(PendingToken),
+    /// Recorded: this caller may act.
+    Recorded,
+}
+
+/// A verified device token whose id still has to be recorded.
+#[derive(Debug, Clone)]
+struct PendingToken {
+    jti: String,
+    keep_until_ms: i64,
+    device_id: String,
+    /// Set when the device's last-seen time is stale enough to be worth a write.
+    touch_at: Option<i64>,
+}
+
+async fn record_token(conn: &mut sqlx::AnyConnection, pending: &PendingToken) -> ApiResult<bool> {
+    if !devices::record_token_id(conn, &pending.jti, pending.keep_until_ms).await? {
+        return Ok(false);
+    }
+    if let Some(now) = pending.touch_at {
+        devices::touch(conn, &pending.device_id, now).await?;
+    }
+    Ok(true)
+}
+
+fn replayed() -> ApiError {
+    ApiError::unauthenticated("device token rejected (replayed_token)")
+}
+
+/// The right to act on a device token, held while a write it authorizes is in progress.
+///
+/// Writers that can, record the token id inside their own transaction ([`TokenUse::record_in`],
+/// then [`TokenUse::committed`]): one write instead of two. Whatever happens, the caller ends
+/// with [`TokenUse::settle`], which records the id on its own if the transaction did not, so a
+/// token is never usable twice — not even one whose first use failed. Other operations of the
+/// same request wait until the use is settled.
+#[derive(Debug)]
+pub struct TokenUse<'a> {
+    guard: tokio::sync::MutexGuard<'a, TokenState>,
+    device_label: String,
+}
+
+impl TokenUse<'_> {
+    /// Records the token id (and the device's last-seen time) in the caller's transaction.
+    /// `Err` (unauthenticated, `replayed_token`) if the id was used before: drop the
+    /// transaction.
+    pub async fn record_in(&mut self, conn: &mut sqlx::AnyConnection) -> ApiResult<()> {
+        let TokenState::Pending(pending) = &*self.guard else {
+            return Ok(());
+        };
+        if record_token(conn, pending).await? {
+            Ok(())
+        } else {
+            Err(replayed())
+        }
+    }
+
+    /// The transaction that recorded the id committed.
+    pub fn committed(&mut self) {
+        if matches!(*self.guard, TokenState::Pending(_)) {
+            *self.guard = TokenState::Recorded;
+        }
+    }
+
+    /// Records the id on its own if it is still pending. `Err` if the token was replayed: the
+    /// caller must then discard its result.
+    pub async fn settle(mut self, state: &AppState, meta: &RequestMeta) -> ApiResult<()> {
+        let TokenState::Pending(pending) = &*self.guard else {
+            return Ok(());
+        };
+        let mut tx = state.store.begin_write().await?;
+        if !record_token(&mut tx.tx, pending).await? {
+            drop(tx);
+            audit_auth_failure(state, meta, &self.device_label, "replayed_token").await;
+            return Err(replayed());
+        }
+        tx.commit().await?;
+        *self.guard = TokenState::Recorded;
+        Ok(())
+    }
 }
 
 impl Caller {
@@ -121,11 +211,27 @@ impl Caller {
 
     /// The calling device; pending (unpaired) devices only when `allow_pending`.
     pub async fn device(&self, state: &AppState, allow_pending: bool) -> ApiResult<Device> {
+        let (device, token) = self.device_for_write(state, allow_pending).await?;
+        token.settle(state, &self.meta).await?;
+        Ok(device)
+    }
+
+    /// The calling device, with the use of its token still to be recorded: see [`TokenUse`].
+    pub async fn device_for_write(
+        &self,
+        state: &AppState,
+        allow_pending: bool,
+    ) -> ApiResult<(Device, TokenUse<'_>)> {
         let (mut device, expires_at) = self
             .device
-            .get_or_init(|| resolve_device(state, &self.meta))
+            .get_or_init(|| async {
+                let (device, expires_at, pending) = resolve_device(state, &self.meta).await?;
+                *self.token.lock().await = TokenState::Pending(pending);
+                Ok((device, expires_at))
+            })
             .await
             .clone()?;
+        let guard = self.token.lock().await;
         self.check_expiry(state, expires_at)?;
         if self.long_lived {
             let mut conn = state.store.pool().acquire().await?;
@@ -144,7 +250,14 @@ impl Caller {
                 "device is not paired yet (device_not_active)",
             ));
         }
-        Ok(device)
+        let device_label = format!("device:{}", device.id);
+        Ok((
+            device,
+            TokenUse {
+                guard,
+                device_label,
+            },
+        ))
     }
 }
 
@@ -188,7 +301,10 @@ async fn resolve_companion(state: &AppState, meta: &RequestMeta) -> ApiResult<(A
     Ok((account, i64::MAX))
 }
 
-async fn resolve_device(state: &AppState, meta: &RequestMeta) -> ApiResult<(Device, i64)> {
+async fn resolve_device(
+    state: &AppState,
+    meta: &RequestMeta,
+) -> ApiResult<(Device, i64, PendingToken)> {
     let Some(token) = meta.token.as_deref() else {
         return Err(ApiError::unauthenticated("a device token is required"));
     };
@@ -249,29 +365,14 @@ async fn resolve_device(state: &AppState, meta: &RequestMeta) -> ApiResult<(Devi
         }
     };
     drop(conn);
-    // The token id and the last-seen time are written in one serialized transaction (one
-    // commit; on SQLite no busy-waiting against other writers).
-    let mut tx = state.store.begin_write().await?;
-    let fresh = devices::record_token_id(
-        &mut tx.tx,
-        &claims.jti,
-        (claims.expires_at + crate::auth::device::DEVICE_TOKEN_LEEWAY_SECS).saturating_mul(1000),
-    )
-    .await?;
-    if !fresh {
-        drop(tx);
-        audit_auth_failure(
-            state,
-            meta,
-            &format!("device:{}", found.id),
-            "replayed_token",
-        )
-        .await;
-        return Err(ApiError::unauthenticated(
-            "device token rejected (replayed_token)",
-        ));
-    }
-    devices::touch(&mut tx.tx, &found.id, now).await?;
-    tx.commit().await?;
-    Ok((found, claims.expires_at))
+    // The token id (and a stale last-seen time) is written by the first use of the caller: in
+    // the transaction of the write it authorizes when there is one (see `TokenUse`).
+    let pending = PendingToken {
+        jti: claims.jti.clone(),
+        keep_until_ms: (claims.expires_at + crate::auth::device::DEVICE_TOKEN_LEEWAY_SECS)
+            .saturating_mul(1000),
+        device_id: found.id.clone(),
+        touch_at: (found.last_seen_at < now - devices::TOUCH_INTERVAL_MS).then_some(now),
+    };
+    Ok((found, claims.expires_at, pending))
 }

@@ -164,7 +164,7 @@ struct KeyEntry {
     created_at: i64,
     retired_at: Option<i64>,
     secret: SecretKey,
-    signing: SigningKey,
+    signing: jws::Es256Signer,
     public: PublicKey,
 }
 
@@ -182,7 +182,7 @@ impl fmt::Debug for KeyEntry {
 impl KeyEntry {
     fn new(secret: SecretKey, kid: String, created_at: i64, retired_at: Option<i64>) -> Self {
         let public = secret.public_key();
-        let signing = SigningKey::from(&secret);
+        let signing = jws::Es256Signer::new(&SigningKey::from(&secret));
         Self {
             kid,
             created_at,

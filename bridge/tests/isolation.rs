@@ -157,6 +157,8 @@ struct AliceObjects {
 }
 
 /// Subscribes and returns the first message's payload (an error payload for refused ones).
+const INCOMING: &str = "subscription { incomingDeliveries { id status } }";
+
 async fn subscribe_first(bridge: &TestBridge, token: Option<&str>, query: &str, id: &str) -> Value {
     let mut sub = bridge.subscribe(token, query, json!({"id": id})).await;
     let first = sub.next().await;
@@ -486,6 +488,24 @@ async fn second_account_sees_nothing_of_the_first(db: Db) {
     let own = subscribe_first(&bridge, Some(&bob), DELIVERY_STATUS, &bob_delivery).await;
     assert_eq!(own["data"]["deliveryStatus"]["id"], bob_delivery.as_str());
 
+    walk.case("Subscription.incomingDeliveries");
+    {
+        // Bob's stream carries his own pending deliveries and never Alice's.
+        let mut sub = bridge.subscribe(Some(&bob), INCOMING, json!({})).await;
+        let mut seen = Vec::new();
+        while let Ok(item) =
+            tokio::time::timeout(std::time::Duration::from_millis(1500), sub.next()).await
+        {
+            let id = item["data"]["incomingDeliveries"]["id"].clone();
+            assert!(id.is_string(), "{item}");
+            seen.push(id);
+        }
+        assert!(seen.contains(&json!(bob_delivery)), "{seen:?}");
+        for alice in [&a.sign_in, &a.registration] {
+            assert!(!seen.contains(&json!(alice)), "{seen:?}");
+        }
+    }
+
     walk.case("Subscription.pairingStatus");
     for id in [&a.pairing, &a.pending_pairing] {
         let first = subscribe_first(&bridge, Some(&bob_dev()), PAIRING_STATUS, id).await;
@@ -545,6 +565,7 @@ fn companion_operations(ids: &Ids) -> Vec<Op> {
         op("Query.devices", DEVICES, json!({})),
         op("Query.device", DEVICE, json!({"id": ids.device})),
         op("Query.pendingDeliveries", PENDING, json!({})),
+        sub("Subscription.incomingDeliveries", INCOMING, json!({})),
         op("Query.auditLog", AUDIT, json!({"n": 10, "a": null})),
         op(
             "Mutation.registerCompanion",

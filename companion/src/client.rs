@@ -75,6 +75,8 @@ pub struct BridgeConfig {
     /// The envelope audience (the bridge's `envelope_audience`). Default `tether-companion`.
     pub envelope_audience: String,
     /// Extra CA certificates (PEM) trusted besides the platform's, for private deployments.
+    /// (On Android the platform verifier cannot add roots, so building the client fails there
+    /// with this set: install the CA in the device's trust store instead.)
     pub extra_ca_pem: Option<Vec<u8>>,
     /// Allows plaintext `http://` to hosts other than loopback. Never in production: tokens and
     /// FIDO URLs would cross the network readable.
@@ -778,6 +780,9 @@ fn de_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Er
 
 /// The companion app's connection to one bridge, signed in to one account. Cheap to share
 /// behind an `Arc`; all methods take `&self`.
+///
+/// The account id is asked once and remembered (envelopes are checked against it): when a
+/// different user signs in, build a new client.
 pub struct CompanionClient {
     endpoint: Endpoint,
     issuer: String,
@@ -1037,8 +1042,35 @@ impl CompanionClient {
     /// Follows a delivery's status (`deliveryStatus` subscription): the current state first,
     /// then each change; the stream ends after a final state.
     pub async fn watch_delivery(&self, delivery_id: &str) -> Result<DeliveryWatch, ClientError> {
+        let query = doc(
+            "subscription($id: ID!) { deliveryStatus(id: $id) { {FIELDS} } }",
+            DELIVERY_FIELDS,
+        );
+        self.subscribe(&query, json!({"id": delivery_id}), "deliveryStatus")
+            .await
+    }
+
+    /// Deliveries for the account as they arrive (`incomingDeliveries` subscription): first those
+    /// already pending, then each new one once. For an app in the foreground, and for a bridge
+    /// with the development push sink, which hands deliveries over this way instead of pushing.
+    /// Verify each [`Delivery::envelope`] before showing it. The stream does not end by itself.
+    pub async fn incoming_deliveries(&self) -> Result<DeliveryWatch, ClientError> {
+        let query = doc(
+            "subscription { incomingDeliveries { {FIELDS} } }",
+            DELIVERY_FIELDS,
+        );
+        self.subscribe(&query, json!({}), "incomingDeliveries")
+            .await
+    }
+
+    async fn subscribe(
+        &self,
+        query: &str,
+        variables: Value,
+        field: &'static str,
+    ) -> Result<DeliveryWatch, ClientError> {
         let token = self.tokens.access_token().await?;
-        let opening = self.open_subscription(&token, delivery_id);
+        let opening = self.open_subscription(&token, query, variables, field);
         tokio::time::timeout(self.request_timeout, opening)
             .await
             .map_err(|_| ClientError::Subscription("timed out opening the subscription".into()))?
@@ -1047,7 +1079,9 @@ impl CompanionClient {
     async fn open_subscription(
         &self,
         token: &AccessToken,
-        delivery_id: &str,
+        query: &str,
+        variables: Value,
+        field: &'static str,
     ) -> Result<DeliveryWatch, ClientError> {
         use reqwest::header;
         use tokio_tungstenite::tungstenite::handshake::client::generate_key;
@@ -1091,7 +1125,11 @@ impl CompanionClient {
             .max_message_size(Some(MAX_RESPONSE_BYTES))
             .max_frame_size(Some(MAX_RESPONSE_BYTES));
         let ws = WebSocketStream::from_raw_socket(upgraded, Role::Client, Some(config)).await;
-        let mut watch = DeliveryWatch { ws, done: false };
+        let mut watch = DeliveryWatch {
+            ws,
+            field,
+            done: false,
+        };
         let authorization = Zeroizing::new(format!("Bearer {}", token.expose()));
         let init = Zeroizing::new(
             json!({"type": "connection_init", "payload": {"authorization": authorization.as_str()}})
@@ -1109,12 +1147,8 @@ impl CompanionClient {
                 }
             }
         }
-        let query = doc(
-            "subscription($id: ID!) { deliveryStatus(id: $id) { {FIELDS} } }",
-            DELIVERY_FIELDS,
-        );
         let subscribe = json!({"id": "1", "type": "subscribe",
-            "payload": {"query": query, "variables": {"id": delivery_id}}});
+            "payload": {"query": query, "variables": variables}});
         watch.send_text(&subscribe.to_string()).await?;
         Ok(watch)
     }
@@ -1207,15 +1241,19 @@ impl CompanionClient {
 // Subscriptions
 // ---------------------------------------------------------------------------------------------
 
-/// A `deliveryStatus` subscription ([`CompanionClient::watch_delivery`]).
+/// A subscription yielding deliveries: [`CompanionClient::watch_delivery`] (one delivery's
+/// states) or [`CompanionClient::incoming_deliveries`] (new deliveries of the account).
 pub struct DeliveryWatch {
     ws: WebSocketStream<reqwest::Upgraded>,
+    /// The subscription field (`deliveryStatus` or `incomingDeliveries`).
+    field: &'static str,
     done: bool,
 }
 
 impl fmt::Debug for DeliveryWatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeliveryWatch")
+            .field("field", &self.field)
             .field("done", &self.done)
             .finish_non_exhaustive()
     }
@@ -1224,15 +1262,9 @@ impl fmt::Debug for DeliveryWatch {
 #[derive(Deserialize)]
 struct NextPayload {
     #[serde(default)]
-    data: Option<DeliveryStatusData>,
+    data: Option<std::collections::HashMap<String, Delivery>>,
     #[serde(default)]
     errors: Option<Vec<GqlError>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DeliveryStatusData {
-    delivery_status: Delivery,
 }
 
 impl DeliveryWatch {
@@ -1267,8 +1299,9 @@ impl DeliveryWatch {
         }
     }
 
-    /// The delivery's next state; `None` after the final state (or when the bridge closed the
-    /// subscription). A refused subscription (e.g. `NOT_FOUND`) is an [`ClientError::Api`].
+    /// The next delivery (state); `None` after a delivery's final state (or when the bridge
+    /// closed the subscription). A refused subscription (e.g. `NOT_FOUND`) is a
+    /// [`ClientError::Api`], after which the watch ends.
     pub async fn next(&mut self) -> Option<Result<Delivery, ClientError>> {
         if self.done {
             return None;
@@ -1300,11 +1333,12 @@ impl DeliveryWatch {
                     if let Some(first) = payload.errors.and_then(|e| e.into_iter().next()) {
                         return Some(Err(ClientError::Api(first.into())));
                     }
+                    let field = self.field;
                     return Some(
                         payload
                             .data
-                            .map(|d| d.delivery_status)
-                            .ok_or_else(|| ClientError::Protocol("no data.deliveryStatus".into())),
+                            .and_then(|mut d| d.remove(field))
+                            .ok_or_else(|| ClientError::Protocol(format!("no data.{field}"))),
                     );
                 }
                 Some("error") => {

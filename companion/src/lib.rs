@@ -29,7 +29,8 @@
 //! 3. **Receive a delivery.** Pass the notification payload as JSON to
 //!    [`CompanionClient::handle_push`] (APNs: the `userInfo` dictionary, which carries `envelope`
 //!    at the top level; FCM: the data map, which carries `data.envelope`). With pushes turned off,
-//!    poll [`CompanionClient::pending_deliveries`] and pass each [`Delivery::envelope`] to
+//!    poll [`CompanionClient::pending_deliveries`] (or, in the foreground, follow
+//!    [`CompanionClient::incoming_deliveries`]) and pass each [`Delivery::envelope`] to
 //!    [`CompanionClient::verify_envelope`].
 //! 4. **Verify before showing anything.** Either call returns a [`VerifiedEnvelope`] only if the
 //!    signature, key id, issuer, audience, expiry and account all check out; on any
@@ -100,6 +101,8 @@ pub mod authenticator;
 pub mod client;
 pub mod envelope;
 pub mod jwks;
+#[cfg(feature = "phone")]
+pub mod phone;
 pub mod store;
 
 pub use client::{

@@ -353,8 +353,9 @@ impl PasskeyStore {
         Ok(true)
     }
 
-    /// Entries of `rp_id` (and, when given, with one of `ids`, or with `user_handle`), newest
-    /// first.
+    /// Entries of `rp_id` with one of `ids` when given, otherwise with `user_handle` when given;
+    /// newest first. With ids the user handle is not checked: an exclude list names credentials
+    /// bound to the relying party whatever their account (CTAP 2.2 §6.1 step 3).
     fn matching<'a>(
         &'a self,
         ids: Option<&'a [PublicKeyCredentialDescriptor]>,

@@ -379,6 +379,25 @@ async fn sign_in_round_trip() {
 }
 
 #[tokio::test]
+async fn incoming_deliveries_stream_pending_then_new() {
+    let bridge = TestBridge::start().await;
+    let (client, _clock, device) = setup(&bridge, "alice").await;
+    let (first, _) = bridge.request(&device, RequestKind::SignIn, "i1").await;
+    let mut incoming = client.incoming_deliveries().await.unwrap();
+    let got = incoming.next().await.unwrap().unwrap();
+    assert_eq!(got.id, first);
+    let (second, _) = bridge
+        .request(&device, RequestKind::Registration, "i2")
+        .await;
+    let got = incoming.next().await.unwrap().unwrap();
+    assert_eq!(got.id, second);
+    assert_eq!(got.kind, RequestKind::Registration);
+    let verified = client.verify_envelope(&got.envelope).await.unwrap();
+    assert_eq!(verified.delivery_id(), second);
+    incoming.close().await;
+}
+
+#[tokio::test]
 async fn registration_envelope_and_claim() {
     let bridge = TestBridge::start().await;
     let (client, _clock, device) = setup(&bridge, "alice").await;

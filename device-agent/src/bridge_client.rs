@@ -135,7 +135,10 @@ impl fmt::Debug for BridgeConfig {
             .field("audience", &self.audience)
             .field(
                 "extra_ca_pem",
-                &self.extra_ca_pem.as_ref().map(|p| format!("{} bytes", p.len())),
+                &self
+                    .extra_ca_pem
+                    .as_ref()
+                    .map(|p| format!("{} bytes", p.len())),
             )
             .field("danger_allow_http", &self.danger_allow_http)
             .field("connect_timeout", &self.connect_timeout)
@@ -526,7 +529,11 @@ impl BridgeClient {
             .join("graphql")
             .map_err(|e| BridgeError::Config(format!("bridge URL: {e}")))?;
         let mut ws_url = graphql_url.clone();
-        let ws_scheme = if base.scheme() == "https" { "wss" } else { "ws" };
+        let ws_scheme = if base.scheme() == "https" {
+            "wss"
+        } else {
+            "ws"
+        };
         ws_url
             .set_scheme(ws_scheme)
             .map_err(|()| BridgeError::Config("bridge URL: cannot derive ws URL".into()))?;
@@ -771,7 +778,9 @@ impl BridgeClient {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         if matches!(status.as_u16(), 502..=504) {
-            return Err(BridgeError::Unreachable(format!("HTTP {status} from the bridge")));
+            return Err(BridgeError::Unreachable(format!(
+                "HTTP {status} from the bridge"
+            )));
         }
         let body = read_limited(response).await?;
         let parsed: Value = serde_json::from_slice(&body).map_err(|_| {
@@ -854,7 +863,8 @@ impl BridgeClient {
             ),
             None => return Err(BridgeError::Config("bridge URL has no host".into())),
         };
-        let tcp = tcp.map_err(|e| BridgeError::Unreachable(format!("{}: {e}", self.host_port())))?;
+        let tcp =
+            tcp.map_err(|e| BridgeError::Unreachable(format!("{}: {e}", self.host_port())))?;
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Io> = match &self.inner.ws_tls {
             Some(tls) => {
@@ -1020,7 +1030,9 @@ fn parse_base_url(text: &str, danger_allow_http: bool) -> Result<Url, BridgeErro
         }
     }
     if url.host().is_none() {
-        return Err(BridgeError::Config(format!("bridge URL {text:?} has no host")));
+        return Err(BridgeError::Config(format!(
+            "bridge URL {text:?} has no host"
+        )));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(BridgeError::Config(format!(
@@ -1058,9 +1070,11 @@ fn ws_tls_config(
     extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 ) -> Result<Arc<rustls::ClientConfig>, BridgeError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, Arc::clone(&provider))
-            .map_err(|e| BridgeError::Config(format!("TLS roots: {e}")))?;
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+        extra_roots,
+        Arc::clone(&provider),
+    )
+    .map_err(|e| BridgeError::Config(format!("TLS roots: {e}")))?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| BridgeError::Config(format!("TLS: {e}")))?
@@ -1168,10 +1182,13 @@ enum SubEvent {
 
 impl Subscription {
     async fn send(&mut self, message: &Value) -> Result<(), BridgeError> {
-        tokio::time::timeout(self.max_wait, self.ws.send(Message::text(message.to_string())))
-            .await
-            .map_err(|_| BridgeError::Unreachable("subscription socket stalled".into()))?
-            .map_err(ws_error)
+        tokio::time::timeout(
+            self.max_wait,
+            self.ws.send(Message::text(message.to_string())),
+        )
+        .await
+        .map_err(|_| BridgeError::Unreachable("subscription socket stalled".into()))?
+        .map_err(ws_error)
     }
 
     /// The next JSON message; `{"type":"closed"}` when the socket closes.
@@ -1251,16 +1268,16 @@ const MAX_SOCKET_BACKOFF: Duration = Duration::from_secs(30);
 
 /// An object whose status can be followed.
 trait Watched: DeserializeOwned + Send + Sync + 'static {
-    /// The subscription field and query.
+    /// The subscription field.
     const SUBSCRIPTION_FIELD: &'static str;
-    /// Its GraphQL fields.
+    /// The query field (for polling).
+    const QUERY_FIELD: &'static str;
+    /// The GraphQL fields to select.
     const FIELDS: &'static str;
     /// What changes when the status changes.
     fn change_key(&self) -> (String, String);
     /// Whether no further change can come.
     fn is_final(&self) -> bool;
-    /// The query field.
-    const QUERY_FIELD: &'static str;
 }
 
 impl Watched for Delivery {
@@ -1287,7 +1304,10 @@ impl Watched for Pairing {
     }
 
     fn is_final(&self) -> bool {
-        matches!(self.status, PairingStatus::Confirmed | PairingStatus::Expired)
+        matches!(
+            self.status,
+            PairingStatus::Confirmed | PairingStatus::Expired
+        )
     }
 }
 

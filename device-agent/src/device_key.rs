@@ -155,6 +155,10 @@ impl DeviceKey {
     ///
     /// [`DeviceKeyError::InvalidKey`] unless `bytes` is 32 bytes encoding a scalar in `1..n`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DeviceKeyError> {
+        // `from_slice` would left-pad a shorter slice: insist on exactly 32 bytes.
+        if bytes.len() != 32 {
+            return Err(DeviceKeyError::InvalidKey);
+        }
         SecretKey::from_slice(bytes)
             .map(|secret| Self { secret })
             .map_err(|_| DeviceKeyError::InvalidKey)
@@ -373,12 +377,12 @@ impl DeviceIdentity {
         }
         match Self::create(state_dir) {
             // Another process created it between our load and create: use theirs.
-            Err(DeviceKeyError::AlreadyExists { .. }) => Self::load(state_dir)?.ok_or_else(|| {
-                DeviceKeyError::Io {
+            Err(DeviceKeyError::AlreadyExists { .. }) => {
+                Self::load(state_dir)?.ok_or_else(|| DeviceKeyError::Io {
                     path: Self::path(state_dir),
                     source: io::Error::from(io::ErrorKind::NotFound),
-                }
-            }),
+                })
+            }
             other => other,
         }
     }
@@ -398,7 +402,9 @@ impl DeviceIdentity {
         let mut file = private_file_options()
             .open(&path)
             .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => DeviceKeyError::AlreadyExists { path: path.clone() },
+                io::ErrorKind::AlreadyExists => {
+                    DeviceKeyError::AlreadyExists { path: path.clone() }
+                }
                 _ => io_error(&path)(e),
             })?;
         let written = file
@@ -578,7 +584,10 @@ mod tests {
         assert_eq!(mode_of(&DeviceIdentity::path(&state)), 0o600);
         let reloaded = DeviceIdentity::load(&state).unwrap().unwrap();
         assert_eq!(reloaded.paired, paired.paired);
-        assert_eq!(reloaded.key.public_key_sec1(), created.key.public_key_sec1());
+        assert_eq!(
+            reloaded.key.public_key_sec1(),
+            created.key.public_key_sec1()
+        );
         // Only the identity file is left: no temporary files.
         let names: Vec<_> = fs::read_dir(&state)
             .unwrap()
@@ -625,12 +634,15 @@ mod tests {
             let mut f = private_file_options().open(&path).unwrap();
             f.write_all(text.as_bytes()).unwrap();
         };
-        let secret = "c2VjcmV0LXNjYWxhci1ieXRlcy1mb3ItdGhlLXRlc3Q";
+        // 20 bytes: not a P-256 scalar.
+        let secret = "bm90LWEta2V5LXR3ZW50eS1iISE";
         write(&format!(r#"{{"version":1,"privateKey":"{secret}"}}"#));
         let err = DeviceIdentity::load(dir.path()).unwrap_err();
         assert!(matches!(err, DeviceKeyError::Malformed { .. }), "{err:?}");
         assert!(!err.to_string().contains(secret));
-        write(&format!(r#"{{"version":1,"privateKey":{{"k":"{secret}"}}}}"#));
+        write(&format!(
+            r#"{{"version":1,"privateKey":{{"k":"{secret}"}}}}"#
+        ));
         let err = DeviceIdentity::load(dir.path()).unwrap_err();
         assert!(!err.to_string().contains(secret), "{err}");
         write(r#"{"version":2,"privateKey":"x"}"#);

@@ -6,8 +6,10 @@
 //! what a phone or a client actually sent. The protocol itself lives in the sans-I/O `hybrid`
 //! crate; this crate will add the I/O drivers (bridge client, BLE scanner, tunnel client).
 
-pub mod cli;
-pub mod inspect;
 pub mod bridge_client;
+pub mod cli;
 pub mod device_key;
+pub mod inspect;
+pub mod session;
+pub mod tunnel;
 pub mod webauthn;

@@ -29,10 +29,10 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+pub use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-pub use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
 use url::{Host, Url};
 
 /// Largest tunnel message sent or accepted (the hybrid limit, 1 MiB).
@@ -63,7 +63,9 @@ impl TunnelConfig {
         };
         self.check_scheme(&url)?;
         if url.host().is_none() {
-            return Err(TunnelError::BadUrl(format!("mapping for {domain} has no host")));
+            return Err(TunnelError::BadUrl(format!(
+                "mapping for {domain} has no host"
+            )));
         }
         Ok(url)
     }
@@ -79,7 +81,11 @@ impl TunnelConfig {
     }
 
     /// `…/cable/new/<tunnel id>` at `domain`: where the phone registers a tunnel.
-    pub fn new_tunnel_url(&self, domain: &str, tunnel_id: &TunnelId) -> Result<String, TunnelError> {
+    pub fn new_tunnel_url(
+        &self,
+        domain: &str,
+        tunnel_id: &TunnelId,
+    ) -> Result<String, TunnelError> {
         self.url_for(domain, &TunnelPath::New(*tunnel_id))
     }
 
@@ -200,8 +206,14 @@ pub async fn connect(
             tokio::net::TcpStream::connect((domain, port)).await,
             domain.to_owned(),
         ),
-        Some(Host::Ipv4(ip)) => (tokio::net::TcpStream::connect((ip, port)).await, ip.to_string()),
-        Some(Host::Ipv6(ip)) => (tokio::net::TcpStream::connect((ip, port)).await, ip.to_string()),
+        Some(Host::Ipv4(ip)) => (
+            tokio::net::TcpStream::connect((ip, port)).await,
+            ip.to_string(),
+        ),
+        Some(Host::Ipv6(ip)) => (
+            tokio::net::TcpStream::connect((ip, port)).await,
+            ip.to_string(),
+        ),
         None => return Err(TunnelError::BadUrl("no host".into())),
     };
     let host = format!("{server_name}:{port}");
@@ -381,7 +393,9 @@ fn tls_config(config: &TunnelConfig) -> Result<Arc<rustls::ClientConfig>, Tunnel
     Ok(tls)
 }
 
-fn parse_ca_pem(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TunnelError> {
+fn parse_ca_pem(
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TunnelError> {
     use rustls::pki_types::pem::PemObject as _;
     let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -451,12 +465,18 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
     fn urls_follow_the_domain_map() {
         let mut config = TunnelConfig::default();
         assert_eq!(
-            config.connect_url("cable.ua5v.com", &rid(), &tid()).unwrap(),
-            format!("wss://cable.ua5v.com/cable/connect/AB01FF/{}", "5A".repeat(16))
+            config
+                .connect_url("cable.ua5v.com", &rid(), &tid())
+                .unwrap(),
+            format!(
+                "wss://cable.ua5v.com/cable/connect/AB01FF/{}",
+                "5A".repeat(16)
+            )
         );
-        config
-            .domains
-            .insert("cable.ua5v.com".into(), "wss://relay.example/tether/".into());
+        config.domains.insert(
+            "cable.ua5v.com".into(),
+            "wss://relay.example/tether/".into(),
+        );
         assert_eq!(
             config.new_tunnel_url("cable.ua5v.com", &tid()).unwrap(),
             format!("wss://relay.example/tether/cable/new/{}", "5A".repeat(16))
@@ -470,8 +490,13 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
         ));
         config.danger_allow_plaintext = true;
         assert_eq!(
-            config.connect_url("cable.auth.com", &rid(), &tid()).unwrap(),
-            format!("ws://127.0.0.1:8080/cable/connect/AB01FF/{}", "5A".repeat(16))
+            config
+                .connect_url("cable.auth.com", &rid(), &tid())
+                .unwrap(),
+            format!(
+                "ws://127.0.0.1:8080/cable/connect/AB01FF/{}",
+                "5A".repeat(16)
+            )
         );
         config
             .domains
@@ -481,7 +506,10 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
             Err(TunnelError::BadUrl(m)) if m.contains("\"https\"")
         ));
         config.domains.insert("y.test".into(), "not a url".into());
-        assert!(matches!(config.base_url("y.test"), Err(TunnelError::BadUrl(_))));
+        assert!(matches!(
+            config.base_url("y.test"),
+            Err(TunnelError::BadUrl(_))
+        ));
     }
 
     #[test]
@@ -514,6 +542,8 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
         CloseTooBig,
     }
 
+    // The handshake callback's signature is tungstenite's.
+    #[allow(clippy::result_large_err)]
     async fn serve_one<S>(stream: S, script: Script)
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -531,8 +561,10 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
                 return Err(refusal);
             }
             if offered == "fido.cable" && !matches!(script, Script::NoSubprotocol) {
-                resp.headers_mut()
-                    .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("fido.cable"));
+                resp.headers_mut().insert(
+                    "Sec-WebSocket-Protocol",
+                    HeaderValue::from_static("fido.cable"),
+                );
             }
             resp.headers_mut()
                 .insert("X-caBLE-Routing-ID", HeaderValue::from_static("ab01ff"));
@@ -580,9 +612,8 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
                 rustls::pki_types::CertificateDer::from_pem_slice(TEST_SERVER_CERT.as_bytes())
                     .unwrap(),
             ];
-            let key =
-                rustls::pki_types::PrivateKeyDer::from_pem_slice(TEST_SERVER_KEY.as_bytes())
-                    .unwrap();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(TEST_SERVER_KEY.as_bytes())
+                .unwrap();
             let config = rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::aws_lc_rs::default_provider(),
             ))
@@ -627,7 +658,9 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
         let addr = server(Script::Echo, false).await;
         let mut headers = HeaderMap::new();
         headers.insert("X-caBLE-Test", HeaderValue::from_static("1"));
-        let mut conn = connect(&plaintext(), &url("ws", addr), headers).await.unwrap();
+        let mut conn = connect(&plaintext(), &url("ws", addr), headers)
+            .await
+            .unwrap();
         assert_eq!(conn.routing_id().unwrap(), rid());
         assert_eq!(
             conn.response_headers()["sec-websocket-protocol"],
@@ -675,11 +708,15 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
     #[tokio::test]
     async fn text_oversized_and_error_closes_are_typed_errors() {
         let addr = server(Script::Text, false).await;
-        let mut conn = connect(&plaintext(), &url("ws", addr), HeaderMap::new()).await.unwrap();
+        let mut conn = connect(&plaintext(), &url("ws", addr), HeaderMap::new())
+            .await
+            .unwrap();
         assert!(matches!(conn.recv().await, Err(TunnelError::TextMessage)));
 
         let addr = server(Script::Oversized, false).await;
-        let mut conn = connect(&plaintext(), &url("ws", addr), HeaderMap::new()).await.unwrap();
+        let mut conn = connect(&plaintext(), &url("ws", addr), HeaderMap::new())
+            .await
+            .unwrap();
         let got = conn.recv().await;
         assert!(
             matches!(got, Err(TunnelError::MessageTooLarge(n)) if n > MAX_MESSAGE_LEN),
@@ -687,7 +724,9 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
         );
 
         let addr = server(Script::CloseTooBig, false).await;
-        let mut conn = connect(&plaintext(), &url("ws", addr), HeaderMap::new()).await.unwrap();
+        let mut conn = connect(&plaintext(), &url("ws", addr), HeaderMap::new())
+            .await
+            .unwrap();
         match conn.recv().await {
             Err(TunnelError::ClosedByRelay { code, reason }) => {
                 assert_eq!((code, reason.as_str()), (1009, "frame too large"));
@@ -708,7 +747,12 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
     #[tokio::test]
     async fn tls_trusts_the_extra_ca_only_when_given() {
         let addr = server(Script::Echo, true).await;
-        let got = connect(&TunnelConfig::default(), &url("wss", addr), HeaderMap::new()).await;
+        let got = connect(
+            &TunnelConfig::default(),
+            &url("wss", addr),
+            HeaderMap::new(),
+        )
+        .await;
         assert!(
             matches!(&got, Err(TunnelError::Unreachable(m)) if m.contains("TLS")),
             "{got:?}"
@@ -717,7 +761,9 @@ wb4V15X5bRckFtPjSkd8zAqghn6syb7x6fLW6Nlefb2cdsxsGML61D+W
             extra_ca_pem: Some(TEST_CA.into()),
             ..TunnelConfig::default()
         };
-        let mut conn = connect(&config, &url("wss", addr), HeaderMap::new()).await.unwrap();
+        let mut conn = connect(&config, &url("wss", addr), HeaderMap::new())
+            .await
+            .unwrap();
         conn.send(vec![9; 300]).await.unwrap();
         assert_eq!(conn.recv().await.unwrap(), Some(vec![9; 300]));
         let bad = TunnelConfig {

@@ -433,9 +433,9 @@ fn parse_json<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, WebAuthnErr
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| WebAuthnError::Json(e.to_string()))?;
     let value = match value {
-        serde_json::Value::Object(mut map) if map.contains_key("publicKey") => map
-            .remove("publicKey")
-            .unwrap_or(serde_json::Value::Null),
+        serde_json::Value::Object(mut map) if map.contains_key("publicKey") => {
+            map.remove("publicKey").unwrap_or(serde_json::Value::Null)
+        }
         other => other,
     };
     if !value.is_object() {
@@ -517,10 +517,14 @@ impl CreationOptions {
         let rp = raw.rp.ok_or(WebAuthnError::InvalidOptions("rp"))?;
         let user = raw.user.ok_or(WebAuthnError::InvalidOptions("user"))?;
         let user_id = decode_b64(
-            user.id.as_deref().ok_or(WebAuthnError::InvalidOptions("user.id"))?,
+            user.id
+                .as_deref()
+                .ok_or(WebAuthnError::InvalidOptions("user.id"))?,
             "user.id",
         )?;
-        let user_name = user.name.ok_or(WebAuthnError::InvalidOptions("user.name"))?;
+        let user_name = user
+            .name
+            .ok_or(WebAuthnError::InvalidOptions("user.name"))?;
         if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
             return Err(WebAuthnError::InvalidOptions("user.id"));
         }
@@ -837,7 +841,12 @@ impl RegistrationCeremony {
             self.client_data_hash,
             PublicKeyCredentialRpEntity {
                 id: self.rp_id.clone(),
-                name: Some(options.rp_name.clone().unwrap_or_else(|| self.rp_id.clone())),
+                name: Some(
+                    options
+                        .rp_name
+                        .clone()
+                        .unwrap_or_else(|| self.rp_id.clone()),
+                ),
             },
             PublicKeyCredentialUserEntity {
                 id: options.user_id.clone(),
@@ -887,7 +896,9 @@ impl RegistrationCeremony {
         let attested = auth_data
             .attested
             .as_ref()
-            .ok_or(WebAuthnError::InvalidResponse("no attested credential data"))?;
+            .ok_or(WebAuthnError::InvalidResponse(
+                "no attested credential data",
+            ))?;
         let key = CoseKey::parse(&attested.public_key_cbor)?;
         if !self.options.algorithms.contains(&key.alg) {
             return Err(WebAuthnError::InvalidResponse(
@@ -1147,7 +1158,7 @@ impl CoseKey {
                 (Some(n), Some(e)) if !n.is_empty() && !e.is_empty() => Some(rsa_spki(n, e)),
                 _ => return Err(bad("RS256 key lacks n or e")),
             },
-            (2 | 1 | 3, COSE_ES256 | COSE_EDDSA | COSE_RS256) => {
+            (1..=3, COSE_ES256 | COSE_EDDSA | COSE_RS256) => {
                 return Err(bad("key type does not match the algorithm"));
             }
             _ => None,
@@ -1226,7 +1237,9 @@ mod tests {
         assert_eq!(o.as_str(), "https://example.com");
         assert_eq!(o.host(), "example.com");
         assert_eq!(
-            Origin::parse("https://login.example.com:443").unwrap().as_str(),
+            Origin::parse("https://login.example.com:443")
+                .unwrap()
+                .as_str(),
             "https://login.example.com"
         );
         assert_eq!(
@@ -1262,8 +1275,13 @@ mod tests {
             o.check_rp_id("LOGIN.example.com").unwrap(),
             "login.example.com"
         );
-        for bad in ["other.com", "xample.com", "com", "ogin.example.com", "a.login.example.com"]
-        {
+        for bad in [
+            "other.com",
+            "xample.com",
+            "com",
+            "ogin.example.com",
+            "a.login.example.com",
+        ] {
             assert!(
                 matches!(
                     o.check_rp_id(bad),

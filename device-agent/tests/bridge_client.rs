@@ -104,12 +104,11 @@ impl TestBridge {
     }
 
     fn client(&self, key: &DeviceKey) -> BridgeClient {
-        BridgeClient::with_clock(
-            self.config_for(self.url()),
-            key,
-            Arc::new(BridgeTime(self.clock.clone())),
-        )
-        .unwrap()
+        self.client_at(self.config_for(self.url()), key)
+    }
+
+    fn client_at(&self, config: BridgeConfig, key: &DeviceKey) -> BridgeClient {
+        BridgeClient::with_clock(config, key, Arc::new(BridgeTime(self.clock.clone()))).unwrap()
     }
 
     fn companion_token(&self) -> String {
@@ -162,7 +161,10 @@ impl TestBridge {
         self.register_companion().await;
         let key = DeviceKey::generate().unwrap();
         let mut client = self.client(&key);
-        let started = client.start_pairing("Living room", "Quest 3").await.unwrap();
+        let started = client
+            .start_pairing("Living room", "Quest 3")
+            .await
+            .unwrap();
         assert_eq!(self.confirm(&started.code).await["status"], "ACTIVE");
         client
     }
@@ -235,7 +237,10 @@ async fn pairs_and_requests_a_sign_in() {
         client.request_sign_in(&bridge.sign_in_input("k")).await,
         Err(BridgeError::NotPaired)
     ));
-    let started = client.start_pairing("Living room", "Quest 3").await.unwrap();
+    let started = client
+        .start_pairing("Living room", "Quest 3")
+        .await
+        .unwrap();
     assert_eq!(client.device_id(), Some(started.device_id.as_str()));
     assert!(!started.code.is_empty());
 
@@ -264,7 +269,10 @@ async fn pairs_and_requests_a_sign_in() {
     let delivery = client.request_sign_in(&input).await.unwrap();
     assert_eq!(delivery.kind, DeliveryKind::SignIn);
     assert!(
-        matches!(delivery.status, DeliveryStatus::Queued | DeliveryStatus::Sent),
+        matches!(
+            delivery.status,
+            DeliveryStatus::Queued | DeliveryStatus::Sent
+        ),
         "{delivery:?}"
     );
     assert_eq!(delivery.rp_id, "example.com");
@@ -521,12 +529,8 @@ async fn without_websockets_the_watch_polls() {
     let key = DeviceKey::generate().unwrap();
     let mut config = bridge.config_for(format!("http://{proxy}"));
     config.poll_interval = Duration::from_millis(20);
-    let mut client = BridgeClient::with_clock(
-        config,
-        &key,
-        Arc::new(BridgeTime(bridge.clock.clone())),
-    )
-    .unwrap();
+    let mut client =
+        BridgeClient::with_clock(config, &key, Arc::new(BridgeTime(bridge.clock.clone()))).unwrap();
     let started = client.start_pairing("Hub", "Model").await.unwrap();
     // wait_for_pairing falls back to polling too.
     let waiter = {
@@ -562,4 +566,88 @@ async fn without_websockets_the_watch_polls() {
         &(DeliveryStatus::Denied, Some("NOT_ME".to_owned()))
     );
     assert!(watch.next().await.is_none());
+}
+
+/// A TLS-terminating proxy in front of the bridge, with a certificate for `localhost` from a
+/// fresh test CA; returns its address and the CA's PEM.
+async fn tls_proxy(target: SocketAddr) -> (SocketAddr, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(inbound).await else {
+                    return;
+                };
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut outbound).await;
+            });
+        }
+    });
+    (addr, ca_cert.pem())
+}
+
+#[tokio::test]
+async fn https_and_wss_with_an_extra_ca() {
+    let bridge = TestBridge::start().await;
+    bridge.register_companion().await;
+    let (proxy, ca_pem) = tls_proxy(bridge.addr).await;
+    let url = format!("https://localhost:{}", proxy.port());
+    let key = DeviceKey::generate().unwrap();
+
+    // Without the CA the bridge's certificate is not trusted.
+    let mut untrusting = bridge.client_at(bridge.config_for(url.clone()), &key);
+    let err = untrusting.start_pairing("Hub", "Model").await.unwrap_err();
+    assert!(matches!(err, BridgeError::Unreachable(_)), "{err:?}");
+
+    let mut config = bridge.config_for(url);
+    config.extra_ca_pem = Some(ca_pem.into_bytes());
+    let mut client = bridge.client_at(config, &key);
+    let started = client.start_pairing("Hub", "Model").await.unwrap();
+    let waiter = {
+        let client = client.clone();
+        let id = started.pairing_id.clone();
+        tokio::spawn(async move { client.wait_for_pairing(&id).await })
+    };
+    bridge.confirm(&started.code).await;
+    // The poll interval is an hour: only the subscription (over wss) can deliver this in time.
+    let pairing = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pairing.status, PairingStatus::Confirmed);
+    let delivery = client
+        .request_sign_in(&bridge.sign_in_input("tls"))
+        .await
+        .unwrap();
+    assert_eq!(delivery.kind, DeliveryKind::SignIn);
 }

@@ -6,8 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use device_agent::webauthn::{
     AttestationConveyance, CeremonyType, CreationOptions, Origin, RegistrationCeremony,
-    RequestOptions, ResidentKey, SignInCeremony, UserVerification, WebAuthnError,
-    client_data_json,
+    RequestOptions, ResidentKey, SignInCeremony, UserVerification, WebAuthnError, client_data_json,
 };
 use hybrid::cbor::{self, Value};
 use hybrid::ctap::{
@@ -168,14 +167,21 @@ fn bad_options_name_the_field() {
             r#"{"challenge":"not base64!"}"#,
             WebAuthnError::InvalidOptions("challenge"),
         ),
-        (r#"{"challenge":""}"#, WebAuthnError::InvalidOptions("challenge")),
+        (
+            r#"{"challenge":""}"#,
+            WebAuthnError::InvalidOptions("challenge"),
+        ),
         (
             r#"{"challenge":"AAAA","allowCredentials":[{"type":"public-key","id":"%%"}]}"#,
             WebAuthnError::InvalidOptions("allowCredentials[].id"),
         ),
     ];
     for (json, expected) in cases {
-        assert_eq!(&RequestOptions::from_json(json).unwrap_err(), expected, "{json}");
+        assert_eq!(
+            &RequestOptions::from_json(json).unwrap_err(),
+            expected,
+            "{json}"
+        );
     }
     assert!(matches!(
         RequestOptions::from_json("[1,2]"),
@@ -208,7 +214,11 @@ fn bad_options_name_the_field() {
         ),
     ];
     for (json, expected) in creation {
-        assert_eq!(&CreationOptions::from_json(json).unwrap_err(), expected, "{json}");
+        assert_eq!(
+            &CreationOptions::from_json(json).unwrap_err(),
+            expected,
+            "{json}"
+        );
     }
     let platform = r#"{"challenge":"AAAA","rp":{"name":"x"},"user":{"id":"AA","name":"a"},"authenticatorSelection":{"authenticatorAttachment":"platform"}}"#;
     assert!(matches!(
@@ -304,13 +314,22 @@ impl TestAuthenticator {
         ]))
     }
 
-    fn make_credential(&mut self, rp_id: &str, user_id: &[u8], fmt: &str) -> MakeCredentialResponse {
+    fn make_credential(
+        &mut self,
+        rp_id: &str,
+        user_id: &[u8],
+        fmt: &str,
+    ) -> MakeCredentialResponse {
         self.user_id = user_id.to_vec();
         let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
         auth_data.push(FLAG_UP | FLAG_UV | FLAG_BE | FLAG_BS | FLAG_AT);
         auth_data.extend_from_slice(&0u32.to_be_bytes());
         auth_data.extend_from_slice(&[0u8; 16]);
-        auth_data.extend_from_slice(&u16::try_from(self.credential_id.len()).unwrap().to_be_bytes());
+        auth_data.extend_from_slice(
+            &u16::try_from(self.credential_id.len())
+                .unwrap()
+                .to_be_bytes(),
+        );
         auth_data.extend_from_slice(&self.credential_id);
         auth_data.extend_from_slice(&self.cose_key());
         let att_stmt = if fmt == "none" {
@@ -345,7 +364,9 @@ impl TestAuthenticator {
         signed.extend_from_slice(&client_data_hash);
         let signature: Signature = SigningKey::from(&self.key).sign(&signed);
         GetAssertionResponse {
-            credential: Some(PublicKeyCredentialDescriptor::new(self.credential_id.clone())),
+            credential: Some(PublicKeyCredentialDescriptor::new(
+                self.credential_id.clone(),
+            )),
             auth_data,
             signature: signature.to_der().as_bytes().to_vec(),
             user: Some(PublicKeyCredentialUserEntity {
@@ -395,7 +416,9 @@ fn registration_response_shape() {
         ceremony.client_data_json()
     );
     // publicKey is the SPKI DER of the credential key.
-    let spki = URL_SAFE_NO_PAD.decode(r["publicKey"].as_str().unwrap()).unwrap();
+    let spki = URL_SAFE_NO_PAD
+        .decode(r["publicKey"].as_str().unwrap())
+        .unwrap();
     let point = authenticator.key.public_key().to_sec1_point(false);
     assert_eq!(spki.len(), 91);
     assert_eq!(&spki[26..], point.as_bytes());
@@ -407,10 +430,7 @@ fn registration_response_shape() {
     let Value::Map(entries) = decoded else {
         panic!("not a map")
     };
-    let keys: Vec<&str> = entries
-        .iter()
-        .map(|(k, _)| k.as_text().unwrap())
-        .collect();
+    let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_text().unwrap()).collect();
     assert_eq!(keys, vec!["fmt", "attStmt", "authData"]);
     assert_eq!(entries[0].1, Value::Text("none".into()));
     assert_eq!(entries[1].1, Value::Map(vec![]));
@@ -431,10 +451,11 @@ fn registration_response_shape() {
         err,
         WebAuthnError::InvalidResponse("authenticator data is for another RP id")
     );
-    let rsa_only = CreationOptions::from_json(
-        &CREATION_JSON.replace(r#"{"alg": -8, "type": "public-key"},
-    {"alg": -7, "type": "public-key"},"#, ""),
-    )
+    let rsa_only = CreationOptions::from_json(&CREATION_JSON.replace(
+        r#"{"alg": -8, "type": "public-key"},
+    {"alg": -7, "type": "public-key"},"#,
+        "",
+    ))
     .unwrap();
     assert_eq!(rsa_only.algorithms, vec![-257]);
     let err = RegistrationCeremony::new(&rsa_only, &origin())
@@ -474,7 +495,10 @@ fn assertion_response_shape() {
     let response = ceremony.response(&answer).unwrap();
     let json: serde_json::Value = serde_json::from_str(&response.to_json()).unwrap();
     assert_eq!(json["id"], b64(&authenticator.credential_id).as_str());
-    assert_eq!(json["response"]["signature"], b64(&answer.signature).as_str());
+    assert_eq!(
+        json["response"]["signature"],
+        b64(&answer.signature).as_str()
+    );
     assert!(
         json["response"].get("userHandle").is_none(),
         "no user handle: the member is left out"
@@ -530,7 +554,10 @@ fn webauthn_rp_accepts_our_registration_and_sign_ins() {
             &RegistrationVerificationOptions::<&str, &str>::default(),
         )
         .unwrap();
-    assert_eq!(registered.id().as_ref(), authenticator.credential_id.as_slice());
+    assert_eq!(
+        registered.id().as_ref(),
+        authenticator.credential_id.as_slice()
+    );
     assert!(registered.dynamic_state().user_verified);
 
     // What an RP stores: the credential id, the user handle, the static and dynamic state.
@@ -554,13 +581,17 @@ fn webauthn_rp_accepts_our_registration_and_sign_ins() {
         let (auth_server, auth_client) = DiscoverableCredentialRequestOptions::passkey(&rp_id)
             .start_ceremony()
             .unwrap();
-        let options = RequestOptions::from_json(&serde_json::to_string(&auth_client).unwrap())
-            .unwrap();
+        let options =
+            RequestOptions::from_json(&serde_json::to_string(&auth_client).unwrap()).unwrap();
         assert!(options.allow_credentials.is_empty(), "usernameless sign-in");
         let ceremony = SignInCeremony::new(&options, &origin()).unwrap();
         let request = ceremony.ctap_request();
         assert_eq!(request.options.uv, Some(true));
-        let uv = if case == Case::NoUserVerification { 0 } else { FLAG_UV };
+        let uv = if case == Case::NoUserVerification {
+            0
+        } else {
+            FLAG_UV
+        };
         let mut answer = authenticator.get_assertion(
             &request.rp_id,
             request.client_data_hash,
@@ -574,10 +605,11 @@ fn webauthn_rp_accepts_our_registration_and_sign_ins() {
         let json = ceremony.response(&answer).unwrap().to_json();
         let authentication: DiscoverableAuthentication64 = serde_json::from_str(&json).unwrap();
         assert_eq!(authentication.response().user_handle(), &stored_user);
-        let static_state = StaticState::<CompressedPubKey<[u8; 32], [u8; 32], [u8; 48], Vec<u8>>>::decode(
-            stored_static.as_slice(),
-        )
-        .unwrap();
+        let static_state =
+            StaticState::<CompressedPubKey<[u8; 32], [u8; 32], [u8; 48], Vec<u8>>>::decode(
+                stored_static.as_slice(),
+            )
+            .unwrap();
         let mut credential = AuthenticatedCredential::new(
             authentication.raw_id(),
             &stored_user,

@@ -4,7 +4,7 @@
 //! the next scripted [`ApnsReply`] for their device token, or are answered `200` when the script is
 //! empty.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -204,7 +204,12 @@ struct State {
     scripts: HashMap<String, VecDeque<ApnsReply>>,
     received: Vec<ApnsRequest>,
     answers: Vec<ApnsAnswer>,
-    provider_tokens: HashSet<String>,
+    answer_count: usize,
+    /// Every provider JWT presented, with its `iat` when it verified (so each distinct token's
+    /// signature is checked once; its age is checked on every request).
+    provider_tokens: HashMap<String, Option<i64>>,
+    /// Whether requests and answers are kept (counts always are).
+    keep_records: bool,
 }
 
 struct Inner {
@@ -240,7 +245,10 @@ impl FakeApns {
         let inner = Arc::new(Inner {
             config,
             clock: FakeClock::default(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                keep_records: true,
+                ..State::default()
+            }),
             answered: watch::Sender::new(0),
         });
         let listener = Server::bind().await?;
@@ -286,8 +294,20 @@ impl FakeApns {
         self.inner.state().answers.clone()
     }
 
-    /// Waits until at least `count` answers were given, then returns them all. Wrap it in
-    /// `tokio::time::timeout`.
+    /// How many answers were given (including dropped connections), records kept or not.
+    #[must_use]
+    pub fn answer_count(&self) -> usize {
+        self.inner.state().answer_count
+    }
+
+    /// Keeps (`true`, the default) or stops keeping the records behind [`received`](Self::received)
+    /// and [`answers`](Self::answers), for long load runs; counts are always kept.
+    pub fn keep_records(&self, keep: bool) {
+        self.inner.state().keep_records = keep;
+    }
+
+    /// Waits until at least `count` answers were given, then returns the recorded answers. Wrap
+    /// it in `tokio::time::timeout`.
     pub async fn wait_for_answers(&self, count: usize) -> Vec<ApnsAnswer> {
         let mut answered = self.inner.answered.subscribe();
         let _ = answered.wait_for(|n| *n >= count).await;
@@ -328,8 +348,11 @@ impl Inner {
     fn record_answer(&self, answer: ApnsAnswer) {
         let count = {
             let mut state = self.state();
-            state.answers.push(answer);
-            state.answers.len()
+            if state.keep_records {
+                state.answers.push(answer);
+            }
+            state.answer_count += 1;
+            state.answer_count
         };
         self.answered.send_replace(count);
     }
@@ -434,28 +457,40 @@ impl Inner {
         if token.is_empty() {
             return Err(Rejection(StatusCode::FORBIDDEN, "MissingProviderToken"));
         }
-        self.state().provider_tokens.insert(token.to_owned());
-
-        let jws = Jws::parse(token).ok_or_else(invalid)?;
-        if jws.header_str("alg") != Some("ES256")
-            || jws.header_str("kid") != Some(self.config.key_id.as_str())
-        {
-            return Err(invalid());
+        let known = self.state().provider_tokens.get(token).copied();
+        let iat = match known {
+            Some(iat) => iat,
+            None => {
+                let iat = self.verify_provider_token(token);
+                self.state().provider_tokens.insert(token.to_owned(), iat);
+                iat
+            }
         }
-        self.config
-            .verifying_key
-            .key
-            .verify_sig(jws.signing_input.as_bytes(), &jws.signature)
-            .map_err(|_| invalid())?;
-        if jws.claim_str("iss") != Some(self.config.team_id.as_str()) {
-            return Err(invalid());
-        }
-        let iat = jws.claim_i64("iat").ok_or_else(invalid)?;
+        .ok_or_else(invalid)?;
         let lifetime = i64::try_from(PROVIDER_TOKEN_LIFETIME.as_secs()).unwrap_or(i64::MAX);
         if self.clock.unix_secs().saturating_sub(iat) > lifetime {
             return Err(Rejection(StatusCode::FORBIDDEN, "ExpiredProviderToken"));
         }
         Ok(())
+    }
+
+    /// Verifies a provider JWT's header, signature and `iss`; returns its `iat`.
+    fn verify_provider_token(&self, token: &str) -> Option<i64> {
+        let jws = Jws::parse(token)?;
+        if jws.header_str("alg") != Some("ES256")
+            || jws.header_str("kid") != Some(self.config.key_id.as_str())
+        {
+            return None;
+        }
+        self.config
+            .verifying_key
+            .key
+            .verify_sig(jws.signing_input.as_bytes(), &jws.signature)
+            .ok()?;
+        if jws.claim_str("iss") != Some(self.config.team_id.as_str()) {
+            return None;
+        }
+        jws.claim_i64("iat")
     }
 
     fn answer(
@@ -518,7 +553,9 @@ impl Handler for Inner {
         };
         let reply = {
             let mut state = self.state();
-            state.received.push(request);
+            if state.keep_records {
+                state.received.push(request);
+            }
             state
                 .scripts
                 .get_mut(&device_token.to_ascii_lowercase())

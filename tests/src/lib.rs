@@ -2,11 +2,11 @@
 //!
 //! The bridge's real push senders are tested against these fakes over real TLS on loopback; no
 //! mock of our own traits stands in for the wire. Each fake listens on `127.0.0.1:0`, presents a
-//! certificate from its own [`TestCa`](tls::TestCa) for `localhost` and `127.0.0.1`, and gives
+//! certificate from its own [`TestCa`] for `localhost` and `127.0.0.1`, and gives
 //! its `base_url()` (`https://localhost:PORT`) and `ca_pem()` for the client to trust. Fakes stop
 //! when dropped (their tasks are aborted) or on `shutdown()`.
 //!
-//! # [`FakeApns`](fake_apns::FakeApns): Apple Push Notification service, token authentication
+//! # [`FakeApns`]: Apple Push Notification service, token authentication
 //! HTTP/2 only (ALPN `h2`). `POST /3/device/{token}`; checks, in this order, answering Apple's status
 //! codes and `{"reason": ...}` bodies, with an `apns-id` header on every answer:
 //! 1. method `POST` (405 `MethodNotAllowed`), path `/3/device/...` (404 `BadPath`);
@@ -25,13 +25,13 @@
 //!    without an `aps` object → 400 `PayloadEmpty` (Apple documents no reason for malformed JSON;
 //!    this is the closest real one).
 //!
-//! # [`FakeFcm`](fake_fcm::FakeFcm): Firebase Cloud Messaging HTTP v1 and Google's OAuth2 token endpoint
+//! # [`FakeFcm`]: Firebase Cloud Messaging HTTP v1 and Google's OAuth2 token endpoint
 //! HTTP/2 and HTTP/1.1. Generates an RSA service-account key and serves its key file
 //! (`service_account_json()`, `token_uri` pointing at the fake).
 //! - `POST /token`, form `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>`:
 //!   RS256 signature against the key (aws-lc-rs), `kid` (when present) = `private_key_id`, `iss` =
-//!   `client_email`, `aud` = `token_uri`, `scope` includes `firebase.messaging`, `exp` in the future
-//!   and `exp - iat <= 3600`. Answers `{"access_token":"ya29.…","expires_in":3599,"token_type":
+//!   `client_email`, `aud` = `token_uri`, `scope` includes `firebase.messaging`, `exp` in the future,
+//!   `iat` at most five minutes ahead and `exp - iat <= 3600`. Answers `{"access_token":"ya29.…","expires_in":3599,"token_type":
 //!   "Bearer"}` or Google's OAuth error (`400 {"error":"invalid_grant","error_description":…}`,
 //!   `unsupported_grant_type`, `invalid_request`, `invalid_scope`).
 //! - `POST /v1/projects/{project_id}/messages:send`: bearer must be an unexpired token this fake
@@ -45,19 +45,21 @@
 //!   field violations and an `FcmError`. Success: `{"name":"projects/{id}/messages/…"}`.
 //!
 //! # Scripting and records
-//! Both fakes take a per-token queue of scripted replies ([`ApnsReply`](fake_apns::ApnsReply),
-//! [`FcmReply`](fake_fcm::FcmReply)), consumed one per request that passed every check, then answer
+//! Both fakes take a per-token queue of scripted replies ([`ApnsReply`],
+//! [`FcmReply`]), consumed one per request that passed every check, then answer
 //! 200. Replies include provider errors (with `Retry-After` where the provider sends it), a delay, a
 //! dropped connection and (APNs) an HTTP/2 GOAWAY. Both record the requests that passed the checks,
 //! every answer, connections accepted and credentials seen, and can be awaited
-//! (`wait_for_answers`) instead of slept on. `advance_clock` moves a fake's notion of time forward
+//! (`wait_for_answers`) instead of slept on. For long load runs `FakeApns::keep_records(false)`
+//! stops keeping records (counts go on), and each distinct provider JWT's signature is verified
+//! once (its age on every request). `advance_clock` moves a fake's notion of time forward
 //! so token expiry can be tested without waiting.
 //!
 //! # Choices
 //! hyper 1 + hyper-util serve the connections (a handler can drop its connection or start a
 //! graceful shutdown, which is how scripted drops and GOAWAYs work); tokio-rustls with the aws-lc-rs
 //! provider terminates TLS; rcgen makes the CA, the server certificates and the RSA service-account
-//! key (aws-lc-rs generates RSA-2048 in milliseconds even in debug builds, so no key is committed);
+//! key (aws-lc-rs generated RSA-2048 in about 0.1 s in a debug build here, so no key is committed);
 //! JWS signatures are checked with aws-lc-rs directly so a mistake shared with the sender's JWT
 //! library cannot hide.
 
@@ -67,6 +69,7 @@ pub mod tls;
 
 pub use fake_apns::{
     ApnsAnswer, ApnsReply, ApnsRequest, ApnsVerifyingKey, FakeApns, FakeApnsConfig,
+    generate_provider_key,
 };
 pub use fake_fcm::{FakeFcm, FakeFcmConfig, FcmAnswer, FcmMessage, FcmReply, FcmTokenRequest};
 pub use tls::TestCa;

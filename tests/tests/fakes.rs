@@ -402,6 +402,13 @@ async fn apns_counts_provider_tokens_and_connections() {
     assert_eq!(apns_answer(&fx, &refreshed).await.0, 200);
     assert_eq!(fx.fake.provider_tokens_seen(), 2);
     assert_eq!(fx.fake.connections(), 1);
+
+    // Load runs can stop keeping records; counts go on.
+    fx.fake.keep_records(false);
+    assert_eq!(apns_answer(&fx, &parts).await.0, 200);
+    assert_eq!(fx.fake.answer_count(), 7);
+    assert_eq!(fx.fake.answers().len(), 6);
+    assert_eq!(fx.fake.received().len(), 6);
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ pub const MAX_DEV_TOKEN_TTL_SECS: u64 = 30 * 24 * 60 * 60;
 
 /// The development identity provider's signing key.
 pub struct DevIssuer {
-    key: SigningKey,
+    key: jws::Es256Signer,
     public: PublicKey,
     kid: String,
 }
@@ -62,7 +62,7 @@ impl DevIssuer {
         let public = secret.public_key();
         let kid = p256_thumbprint(&public);
         Self {
-            key: SigningKey::from(secret),
+            key: jws::Es256Signer::new(&SigningKey::from(secret)),
             public,
             kid,
         }

@@ -249,7 +249,11 @@ pub fn mint_device_token(
         exp: now_unix.saturating_add(lifetime_secs),
         jti,
     };
-    Ok(jws::sign_es256(kid, &claims, &SigningKey::from(key))?)
+    Ok(jws::sign_es256(
+        kid,
+        &claims,
+        &jws::Es256Signer::new(&SigningKey::from(key)),
+    )?)
 }
 
 #[cfg(test)]

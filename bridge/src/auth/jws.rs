@@ -12,7 +12,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -123,11 +123,21 @@ impl<'a> Compact<'a> {
     }
 
     /// Checks an ES256 signature (64-byte `r || s`, RFC 7518 §3.4) with a P-256 key.
+    ///
+    /// Verification runs on aws-lc-rs (already linked for TLS): every device request carries
+    /// a fresh token, and its assembly P-256 is several times faster than the portable code.
     pub(crate) fn verify_es256(&self, key: &VerifyingKey) -> Result<(), JwsError> {
         let bytes = self.signature()?;
-        let signature = Signature::from_slice(&bytes).map_err(|_| JwsError::BadSignature)?;
-        key.verify(self.signing_input.as_bytes(), &signature)
-            .map_err(|_| JwsError::BadSignature)
+        if bytes.len() != 64 {
+            return Err(JwsError::BadSignature);
+        }
+        let point = key.to_sec1_point(false);
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            point.as_bytes(),
+        )
+        .verify(self.signing_input.as_bytes(), &bytes)
+        .map_err(|_| JwsError::BadSignature)
     }
 }
 
@@ -138,11 +148,57 @@ struct OutHeader<'a> {
     kid: &'a str,
 }
 
+/// An ES256 signing key. Signs with aws-lc-rs when it accepts the key (it always should), and
+/// with the portable implementation otherwise; both produce `r || s`.
+pub(crate) struct Es256Signer {
+    fast: Option<aws_lc_rs::signature::EcdsaKeyPair>,
+    portable: SigningKey,
+}
+
+impl std::fmt::Debug for Es256Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Es256Signer([redacted])")
+    }
+}
+
+impl Es256Signer {
+    /// A signer for `key`.
+    pub(crate) fn new(key: &SigningKey) -> Self {
+        let private = zeroize::Zeroizing::new(key.to_bytes());
+        let public = key.verifying_key().to_sec1_point(false);
+        let fast = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            private.as_slice(),
+            public.as_bytes(),
+        )
+        .ok();
+        Self {
+            fast,
+            portable: key.clone(),
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, JwsError> {
+        if let Some(fast) = &self.fast {
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            let signature = fast
+                .sign(&rng, message)
+                .map_err(|_| JwsError::Internal("ECDSA signing failed"))?;
+            return Ok(signature.as_ref().to_vec());
+        }
+        let signature: Signature = self
+            .portable
+            .try_sign(message)
+            .map_err(|_| JwsError::Internal("ECDSA signing failed"))?;
+        Ok(signature.to_bytes().to_vec())
+    }
+}
+
 /// Serializes `claims` and signs them with ES256; header `{"alg":"ES256","typ":"JWT","kid":..}`.
 pub(crate) fn sign_es256<C: Serialize>(
     kid: &str,
     claims: &C,
-    key: &SigningKey,
+    key: &Es256Signer,
 ) -> Result<String, JwsError> {
     let header = serde_json::to_vec(&OutHeader {
         alg: "ES256",
@@ -156,11 +212,9 @@ pub(crate) fn sign_es256<C: Serialize>(
     B64URL.encode_string(&header, &mut token);
     token.push('.');
     B64URL.encode_string(&payload, &mut token);
-    let signature: Signature = key
-        .try_sign(token.as_bytes())
-        .map_err(|_| JwsError::Internal("ECDSA signing failed"))?;
+    let signature = key.sign(token.as_bytes())?;
     token.push('.');
-    B64URL.encode_string(signature.to_bytes(), &mut token);
+    B64URL.encode_string(signature, &mut token);
     Ok(token)
 }
 
@@ -353,7 +407,8 @@ mod tests {
     fn sign_then_verify_and_tamper() {
         let secret = SecretKey::generate();
         let key = SigningKey::from(&secret);
-        let token = sign_es256("k1", &serde_json::json!({"a": 1}), &key).unwrap();
+        let token =
+            sign_es256("k1", &serde_json::json!({"a": 1}), &Es256Signer::new(&key)).unwrap();
         let parts = parse(&token, 4096).unwrap();
         assert_eq!(parts.header.alg, "ES256");
         assert_eq!(parts.header.kid.as_deref(), Some("k1"));

@@ -415,15 +415,18 @@ async fn audit_success(
 
 async fn request(ctx: &Context<'_>, kind: Kind, input: DeliveryInput) -> Result<DeliveryObject> {
     let (state, caller) = parts(ctx)?;
-    let device = caller.device(state, false).await?;
+    // The token id is recorded in the delivery's own transaction (one write per request), or
+    // on its own by `settle` whenever that transaction did not commit.
+    let (device, mut token) = caller.device_for_write(state, false).await?;
     let context = input.context.map(|c| DisplayContext {
         origin: c.origin,
         user_name: c.user_name,
     });
-    let d = delivery::request(
+    let result = delivery::request(
         state,
         &caller.meta,
         &device,
+        &mut token,
         Request {
             kind,
             fido_url: &input.fido_url,
@@ -432,7 +435,9 @@ async fn request(ctx: &Context<'_>, kind: Kind, input: DeliveryInput) -> Result<
             context: context.unwrap_or_default(),
         },
     )
-    .await?;
+    .await;
+    token.settle(state, &caller.meta).await?;
+    let d = result?;
     let _ = audit_now;
     Ok(d.into())
 }

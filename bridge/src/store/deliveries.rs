@@ -86,12 +86,10 @@ pub struct NewDelivery<'a> {
     pub fido_url: &'a str,
 }
 
-/// Stores a delivery and one outbox row per companion, in the caller's transaction.
-pub async fn insert(
-    conn: &mut AnyConnection,
-    new: &NewDelivery<'_>,
-    companion_ids: &[String],
-) -> Result<(), StoreError> {
+/// Stores a delivery and one outbox row per active companion install of its account (with a
+/// push token), in the caller's transaction; returns how many outbox rows were written. Zero
+/// means the account has no install to push to: the caller rolls back.
+pub async fn insert(conn: &mut AnyConnection, new: &NewDelivery<'_>) -> Result<u64, StoreError> {
     let d = new.delivery;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO deliveries ({COLUMNS}, fido_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
@@ -113,19 +111,18 @@ pub async fn insert(
     .bind(new.fido_url)
     .execute(&mut *conn)
     .await?;
-    for companion in companion_ids {
-        sqlx::query(
-            "INSERT INTO outbox (id, delivery_id, companion_id, status, attempts, next_attempt_at, created_at, updated_at)
-             VALUES ($1, $2, $3, 'PENDING', 0, $4, $4, $4)",
-        )
-        .bind(crate::id::new("obx"))
-        .bind(&d.id)
-        .bind(companion)
-        .bind(d.created_at)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    // One statement for every install; row ids derive from the delivery and the install.
+    let outbox = sqlx::query(
+        "INSERT INTO outbox (id, delivery_id, companion_id, status, attempts, next_attempt_at, created_at, updated_at)
+         SELECT 'obx_' || $1 || '_' || id, $1, id, 'PENDING', 0, $3, $3, $3
+         FROM companions WHERE account_id = $2 AND active = 1 AND push_token IS NOT NULL",
+    )
+    .bind(&d.id)
+    .bind(&d.account_id)
+    .bind(d.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(outbox.rows_affected())
 }
 
 /// A delivery by id.

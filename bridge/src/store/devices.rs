@@ -192,12 +192,15 @@ pub async fn revoke(
     Ok(done.rows_affected() == 1)
 }
 
-/// Records an authenticated call, at most once a minute per device.
+/// Last-seen times are written at most this often per device (inactivity expiry counts days).
+pub const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+/// Records that a device was seen (at most once per [`TOUCH_INTERVAL_MS`]).
 pub async fn touch(conn: &mut AnyConnection, id: &str, now: i64) -> Result<(), StoreError> {
     sqlx::query("UPDATE devices SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $3")
         .bind(id)
         .bind(now)
-        .bind(now - 60_000)
+        .bind(now - TOUCH_INTERVAL_MS)
         .execute(&mut *conn)
         .await?;
     Ok(())
