@@ -377,7 +377,7 @@ async fn worker(a: Args) {
             let stamp = base.elapsed().as_nanos() as u64;
             padding[..8].copy_from_slice(&stamp.to_be_bytes());
             let msg = Message::binary(padding.clone());
-            if sent % 2 == 0 {
+            if sent.is_multiple_of(2) {
                 phone_tx.send(msg).await.unwrap();
             } else {
                 client_tx.send(msg).await.unwrap();

@@ -204,6 +204,8 @@ pub async fn request(
         rp_id: req.rp_id.to_owned(),
         request_type: url.request_type.as_str().to_owned(),
         number_code: number_code.clone(),
+        origin: req.context.origin.clone(),
+        user_name: req.context.user_name.clone(),
         iat: now.div_euclid(1000),
         exp: expires_at.div_euclid(1000),
     };
@@ -236,18 +238,36 @@ pub async fn request(
     };
     // One write transaction: the token id, the delivery, its outbox rows, the audit entry. A
     // retry with the same idempotency key fails the unique index and returns the stored one.
+    let detail = format!("{} {} for {}", delivery.id, delivery.kind, delivery.rp_id);
+    let entry = NewEntry {
+        account_id: Some(&account_id),
+        actor: &actor,
+        event: "delivery.create",
+        client_addr: meta.client_addr.as_deref(),
+        outcome: "success",
+        detail: Some(detail),
+    };
     let mut tx = state.store.begin_write().await?;
-    token.record_in(&mut tx.tx).await?;
     let inserted = deliveries::insert(
         &mut tx.tx,
+        state.store.backend(),
         &NewDelivery {
             delivery: &delivery,
             fido_url: req.fido_url,
         },
+        token.pending_record(),
+        &entry,
     )
     .await;
     match inserted {
-        Ok(0) => {
+        // A replayed token: roll back; `settle` records the attempt and refuses it.
+        Ok(done) if !done.token_fresh => {
+            drop(tx);
+            return Err(ApiError::unauthenticated(
+                "device token rejected (replayed_token)",
+            ));
+        }
+        Ok(done) if done.outbox_rows == 0 => {
             // No install to push to: nothing is stored but the token id and the audit entry.
             drop(tx);
             let mut tx = state.store.begin_write().await?;
@@ -256,12 +276,9 @@ pub async fn request(
                 &mut tx.tx,
                 now,
                 &NewEntry {
-                    account_id: Some(&account_id),
-                    actor: &actor,
-                    event: "delivery.create",
-                    client_addr: meta.client_addr.as_deref(),
                     outcome: "failure",
                     detail: Some("NO_ACTIVE_COMPANION".into()),
+                    ..entry
                 },
             )
             .await?;
@@ -282,22 +299,6 @@ pub async fn request(
         }
         Err(e) => return Err(e.into()),
     }
-    audit::append(
-        &mut tx.tx,
-        now,
-        &NewEntry {
-            account_id: Some(&account_id),
-            actor: &actor,
-            event: "delivery.create",
-            client_addr: meta.client_addr.as_deref(),
-            outcome: "success",
-            detail: Some(format!(
-                "{} {} for {}",
-                delivery.id, delivery.kind, delivery.rp_id
-            )),
-        },
-    )
-    .await?;
     tx.commit().await?;
     token.committed();
     state.events.publish(Event::Delivery {

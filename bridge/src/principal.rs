@@ -137,6 +137,18 @@ impl TokenUse<'_> {
         }
     }
 
+    /// The token id to record in the caller's own statements (`None` once recorded).
+    pub fn pending_record(&self) -> Option<crate::store::deliveries::TokenRecord<'_>> {
+        match &*self.guard {
+            TokenState::Pending(p) => Some(crate::store::deliveries::TokenRecord {
+                jti: &p.jti,
+                keep_until_ms: p.keep_until_ms,
+                touch_at: p.touch_at,
+            }),
+            _ => None,
+        }
+    }
+
     /// The transaction that recorded the id committed.
     pub fn committed(&mut self) {
         if matches!(*self.guard, TokenState::Pending(_)) {

@@ -79,6 +79,12 @@ pub struct EnvelopeClaims {
     pub request_type: String,
     /// The short number the user matches against the device.
     pub number_code: String,
+    /// The origin the device says the user signs in to (display only), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The account name the relying party suggested (display only), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
     /// Issued at, Unix seconds.
     pub iat: i64,
     /// Expiry (the delivery's deadline), Unix seconds.

@@ -1186,6 +1186,8 @@ fn envelope(now: i64) -> EnvelopeClaims {
         rp_id: "example.com".into(),
         request_type: "ga".into(),
         number_code: "42".into(),
+        origin: None,
+        user_name: None,
         iat: now,
         exp: now + LIFETIME,
     }

@@ -422,3 +422,59 @@ async fn a_rotated_signing_key_stays_in_the_jwks_for_its_envelopes() {
         assert_ne!(header(&new)["kid"], old_kid.as_str());
     }
 }
+
+#[tokio::test]
+async fn a_device_token_is_spent_even_when_its_request_fails() {
+    for db in databases() {
+        let bridge = TestBridge::start(db).await;
+        register_companion(&bridge, "alice", "alice-push").await;
+        let (device, _) = pair(&bridge, "alice").await;
+        // First use: a request the bridge refuses (bad URL) — nothing stored, token spent.
+        let token = device.token(&bridge);
+        let mut bad = sign_in_input(&bridge, "bad");
+        bad["i"]["fidoUrl"] = json!("FIDO:/123");
+        expect_error(
+            &bridge.gql(Some(&token), REQUEST_SIGN_IN, bad).await,
+            "INVALID_INPUT",
+        );
+        let resp = bridge
+            .gql(
+                Some(&token),
+                REQUEST_SIGN_IN,
+                sign_in_input(&bridge, "good"),
+            )
+            .await;
+        let e = expect_error(&resp, "UNAUTHENTICATED");
+        assert!(
+            e["message"].as_str().unwrap().contains("replayed_token"),
+            "{db:?} {e}"
+        );
+        assert_eq!(count_rows(&bridge, "deliveries").await, 0);
+        // An idempotent retry answered from the stored delivery also spends its token.
+        let token = device.token(&bridge);
+        let first = bridge
+            .gql(Some(&token), REQUEST_SIGN_IN, sign_in_input(&bridge, "k"))
+            .await;
+        assert_clean_errors(&first);
+        let retry_token = device.token(&bridge);
+        let again = bridge
+            .gql(
+                Some(&retry_token),
+                REQUEST_SIGN_IN,
+                sign_in_input(&bridge, "k"),
+            )
+            .await;
+        assert_eq!(
+            again["data"]["requestSignIn"]["id"],
+            first["data"]["requestSignIn"]["id"]
+        );
+        let replay = bridge
+            .gql(
+                Some(&retry_token),
+                REQUEST_SIGN_IN,
+                sign_in_input(&bridge, "k2"),
+            )
+            .await;
+        expect_error(&replay, "UNAUTHENTICATED");
+    }
+}

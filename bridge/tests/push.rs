@@ -584,6 +584,7 @@ async fn payloads_stay_under_4096_bytes_at_the_longest_names() {
         "c".repeat(63)
     ));
     input["i"]["context"]["userName"] = json!("u".repeat(256));
+    input["i"]["context"]["origin"] = json!(format!("https://{}", "o".repeat(504)));
     let resp = w
         .bridge
         .gql(Some(&device.token(&w.bridge)), REQUEST_SIGN_IN, input)

@@ -33,8 +33,6 @@ pub struct RelayConfig {
     pub closed_tunnel_memory_secs: u64,
     /// Most finished tunnel ids remembered (the oldest are forgotten first).
     pub max_remembered_tunnels: usize,
-    /// Read buffer per WebSocket, bytes: the main per-tunnel memory cost (two per tunnel).
-    pub socket_read_buffer_bytes: usize,
     /// How long a closing tunnel waits for each side's close handshake, milliseconds.
     pub close_grace_ms: u64,
     /// How often expiry (pending lifetime, tunnel lifetime, idle timeout) is checked,
@@ -55,7 +53,6 @@ impl Default for RelayConfig {
             new_tunnels_per_address_per_minute: 60,
             closed_tunnel_memory_secs: 600,
             max_remembered_tunnels: 100_000,
-            socket_read_buffer_bytes: 4 * 1024,
             close_grace_ms: 2_000,
             sweep_interval_ms: 1_000,
         }
@@ -69,7 +66,7 @@ pub const MAX_FRAME_BYTES_CEILING: usize = 16 * 1024 * 1024;
 impl RelayConfig {
     /// Checks value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 11] = [
+        let positive: [(&str, u64); 10] = [
             ("relay.pending_lifetime_secs", self.pending_lifetime_secs),
             ("relay.tunnel_lifetime_secs", self.tunnel_lifetime_secs),
             ("relay.idle_timeout_secs", self.idle_timeout_secs),
@@ -86,10 +83,6 @@ impl RelayConfig {
             (
                 "relay.closed_tunnel_memory_secs",
                 self.closed_tunnel_memory_secs,
-            ),
-            (
-                "relay.socket_read_buffer_bytes",
-                to_u64(self.socket_read_buffer_bytes),
             ),
             ("relay.close_grace_ms", self.close_grace_ms),
             ("relay.sweep_interval_ms", self.sweep_interval_ms),

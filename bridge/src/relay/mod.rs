@@ -21,8 +21,9 @@
 //! pushes back on the sender while the other direction and every other tunnel carry on. A
 //! stalled tunnel relays nothing and the idle timeout closes it. The `tunnel` module has the details.
 //!
-//! Memory: per tunnel, one task, two WebSockets (each with a `socket_read_buffer_bytes` read
-//! buffer) and a few words in the table; expiry is a periodic sweep, not per-tunnel timers.
+//! Memory: per tunnel, one task, two connections that hold no buffer between messages (the
+//! `ws` module frames each message in one allocation of its own size, freed once written on),
+//! and a few words in the table; expiry is a periodic sweep, not per-tunnel timers.
 //!
 //! Routing ids come from the operating system's random source; nothing depends on their
 //! values, so tests need not inject them.
@@ -33,15 +34,21 @@
 mod config;
 mod registry;
 mod tunnel;
+mod ws;
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::{FromRequestParts, Request, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use hybrid::tunnel::{
     ROUTING_ID_HEADER, SIGNAL_CONNECTION_HEADER, SUBPROTOCOL, TunnelPath, TunnelPathError,
 };
@@ -177,6 +184,10 @@ impl IntoResponse for Refusal {
             Self::NotWebSocket => {
                 headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
                 headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
             }
             _ => {}
         }
@@ -207,16 +218,58 @@ async fn handle(State(state): State<AppState>, request: Request) -> Response {
 
 /// Whether the request offers the `fido.cable` subprotocol.
 fn offers_subprotocol(headers: &HeaderMap) -> bool {
+    has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL, false)
+}
+
+/// Whether a comma-separated header lists `token`.
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str, ignore_case: bool) -> bool {
     headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL)
+        .map(str::trim)
+        .any(|t| {
+            if ignore_case {
+                t.eq_ignore_ascii_case(token)
+            } else {
+                t == token
+            }
+        })
+}
+
+/// The `Sec-WebSocket-Key` of an HTTP/1.1 WebSocket upgrade request (RFC 6455 §4.2.1).
+fn websocket_key(parts: &Parts) -> Option<HeaderValue> {
+    let h = &parts.headers;
+    let upgrade = parts.version == Version::HTTP_11
+        && has_token(h, header::CONNECTION, "upgrade", true)
+        && has_token(h, header::UPGRADE, "websocket", true)
+        && h.get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() == b"13");
+    if upgrade {
+        h.get(header::SEC_WEBSOCKET_KEY).cloned()
+    } else {
+        None
+    }
 }
 
 fn header_name(name: &str) -> Result<HeaderName, Refusal> {
     HeaderName::try_from(name).map_err(|_| Refusal::Internal)
+}
+
+/// The 101 answer to an accepted upgrade.
+fn switching_protocols(key: &HeaderValue) -> Result<Response, Refusal> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
+        .header(header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL)
+        .body(Body::empty())
+        .map_err(|_| Refusal::Internal)
 }
 
 async fn accept(relay: &Relay, request: Request) -> Result<Response, Refusal> {
@@ -229,48 +282,57 @@ async fn accept(relay: &Relay, request: Request) -> Result<Response, Refusal> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip());
-    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
-        .await
-        .map_err(|_| Refusal::NotWebSocket)?;
+    let key = websocket_key(&parts).ok_or(Refusal::NotWebSocket)?;
     if !offers_subprotocol(&parts.headers) {
         return Err(Refusal::MissingSubprotocol);
     }
     let signal_header = header_name(SIGNAL_CONNECTION_HEADER)?;
     let signal = parts.headers.contains_key(&signal_header);
-    let c = relay.config();
-    let upgrade = upgrade
-        .protocols([SUBPROTOCOL])
-        .read_buffer_size(c.socket_read_buffer_bytes)
-        .write_buffer_size(0)
-        .max_write_buffer_size(c.max_frame_bytes.saturating_mul(2).saturating_add(1024))
-        .max_message_size(c.max_frame_bytes)
-        .max_frame_size(c.max_frame_bytes);
     let mut response = match path {
         TunnelPath::New(tunnel_id) => {
             let routing_header = header_name(ROUTING_ID_HEADER)?;
+            let mut response = switching_protocols(&key)?;
+            // Taken last: nothing below can fail, so a refusal never holds a tunnel id.
+            let on_upgrade = parts
+                .extensions
+                .remove::<OnUpgrade>()
+                .ok_or(Refusal::NotWebSocket)?;
             let reservation = relay.reserve(tunnel_id, addr)?;
-            let routing_id = HeaderValue::try_from(reservation.routing_id.to_hex())
-                .map_err(|_| Refusal::Internal)?;
-            let on_failure = {
-                let relay = relay.clone();
-                let control = reservation.control.clone();
-                move |_: axum::Error| relay.release(&tunnel_id, &control)
-            };
+            if let Ok(routing_id) = HeaderValue::try_from(reservation.routing_id.to_hex()) {
+                response.headers_mut().insert(routing_header, routing_id);
+            }
             let relay = relay.clone();
-            let mut response = upgrade
-                .on_failed_upgrade(on_failure)
-                .on_upgrade(move |socket| tunnel::run(relay, reservation, socket, signal));
-            response.headers_mut().insert(routing_header, routing_id);
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        tunnel::run(relay, reservation, TokioIo::new(upgraded), signal).await;
+                    }
+                    Err(_) => relay.release(&tunnel_id, &reservation.control),
+                }
+            });
             response
         }
         TunnelPath::Connect(routing_id, tunnel_id) => {
+            let response = switching_protocols(&key)?;
+            let on_upgrade = parts
+                .extensions
+                .remove::<OnUpgrade>()
+                .ok_or(Refusal::NotWebSocket)?;
             let join = relay.join(routing_id, tunnel_id)?;
             let relay = relay.clone();
-            upgrade.on_upgrade(move |socket| async move {
-                if let Err(late) = join.send(tunnel::Joiner { socket, signal }) {
-                    tunnel::refuse_late_client(&relay, late.socket).await;
+            tokio::spawn(async move {
+                // A failed upgrade drops `join`, which ends the tunnel (1011 to the phone).
+                if let Ok(upgraded) = on_upgrade.await {
+                    let joiner = tunnel::Joiner {
+                        io: TokioIo::new(upgraded),
+                        signal,
+                    };
+                    if let Err(late) = join.send(joiner) {
+                        tunnel::refuse_late_client(&relay, late.io).await;
+                    }
                 }
-            })
+            });
+            response
         }
         TunnelPath::Contact(_) => return Err(Refusal::UnknownContact),
     };

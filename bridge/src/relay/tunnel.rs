@@ -11,20 +11,34 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use hybrid::tunnel::TunnelId;
-use tokio_tungstenite::tungstenite;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{ReadHalf, WriteHalf};
 
 use super::registry::{CloseReason, Control, Relay, Reservation};
+use super::ws::{Incoming, OutFrame, ReadError, Reader, Writer};
 use super::{FRAMES_TOTAL, TUNNELS_CLOSED_TOTAL};
+
+/// An upgraded connection.
+pub(crate) type Io = TokioIo<Upgraded>;
+type SideReader = Reader<ReadHalf<Io>>;
+type SideWriter = Writer<WriteHalf<Io>>;
+
+/// WebSocket close codes (RFC 6455 §7.4.1).
+mod code {
+    pub(super) const NORMAL: u16 = 1000;
+    pub(super) const AWAY: u16 = 1001;
+    pub(super) const PROTOCOL: u16 = 1002;
+    pub(super) const POLICY: u16 = 1008;
+    pub(super) const SIZE: u16 = 1009;
+    pub(super) const ERROR: u16 = 1011;
+}
 
 /// The client's side of a tunnel, handed from its `/cable/connect` upgrade to the tunnel task.
 pub(crate) struct Joiner {
-    /// The client's socket.
-    pub(crate) socket: WebSocket,
+    /// The client's connection.
+    pub(crate) io: Io,
     /// Whether the client asked for the connection signal.
     pub(crate) signal: bool,
 }
@@ -36,9 +50,6 @@ impl fmt::Debug for Joiner {
             .finish_non_exhaustive()
     }
 }
-
-type Tx = SplitSink<WebSocket, Message>;
-type Rx = SplitStream<WebSocket>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
@@ -58,14 +69,16 @@ impl Side {
 /// Why a tunnel ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
-    /// That side sent a close frame.
-    Closed(Side),
-    /// That side disconnected or failed without one.
+    /// That side sent a close frame (with this code).
+    Closed(Side, Option<u16>),
+    /// That side disconnected without one.
     Lost(Side),
     /// That side sent a text message.
     Text(Side),
     /// That side sent a message above `max_frame_bytes`.
     TooBig(Side),
+    /// That side broke the WebSocket framing rules.
+    Protocol(Side),
     /// `max_frames_per_tunnel` reached.
     FrameLimit,
     /// The relay ended it.
@@ -74,13 +87,32 @@ enum End {
     JoinFailed,
 }
 
+/// How one side is closed.
+enum Farewell {
+    /// Send our close frame; `wait` for the peer's answer if its reader is still usable.
+    Close { frame: OutFrame, wait: bool },
+    /// Answer the peer's close frame.
+    Answer(OutFrame),
+    /// The peer is gone.
+    Nothing,
+}
+
 impl End {
+    fn from_read(e: ReadError, side: Side) -> Self {
+        match e {
+            ReadError::Lost => Self::Lost(side),
+            ReadError::TooBig => Self::TooBig(side),
+            ReadError::Protocol(_) => Self::Protocol(side),
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
-            Self::Closed(_) => "peer_closed",
+            Self::Closed(..) => "peer_closed",
             Self::Lost(_) => "peer_lost",
             Self::Text(_) => "text_message",
             Self::TooBig(_) => "message_too_big",
+            Self::Protocol(_) => "protocol_error",
             Self::FrameLimit => "message_limit",
             Self::Cancelled(CloseReason::PendingExpired) => "pending_expired",
             Self::Cancelled(CloseReason::LifetimeReached) => "lifetime",
@@ -90,33 +122,47 @@ impl End {
         }
     }
 
-    /// The close frames for (phone, client); `None` answers a side's own close (or skips a
-    /// side that is gone).
-    fn close_frames(self, relay: &Relay) -> (Option<CloseFrame>, Option<CloseFrame>) {
+    /// How to close (phone, client).
+    fn farewells(self, relay: &Relay) -> (Farewell, Farewell) {
         let c = relay.config();
-        let both = |code, reason: String| {
-            let f = close(code, reason);
-            (Some(f.clone()), Some(f))
+        // A violation closes both sides with its code; the offender's reader is unusable.
+        let both = |offender: Option<Side>, code: u16, reason: &str| {
+            let f = |side: Side| Farewell::Close {
+                frame: OutFrame::close(Some(code), reason),
+                wait: offender != Some(side),
+            };
+            (f(Side::Phone), f(Side::Client))
+        };
+        let peer_gone = |side: Side, own: Farewell| {
+            let other = Farewell::Close {
+                frame: OutFrame::close(Some(code::NORMAL), "peer closed the tunnel"),
+                wait: true,
+            };
+            match side {
+                Side::Phone => (own, other),
+                Side::Client => (other, own),
+            }
         };
         match self {
-            Self::Closed(side) | Self::Lost(side) => {
-                let peer = Some(close(close_code::NORMAL, "peer closed the tunnel".into()));
-                match side {
-                    Side::Phone => (None, peer),
-                    Side::Client => (peer, None),
-                }
+            // Echo the status code, as RFC 6455 §5.5.1 suggests.
+            Self::Closed(side, status) => {
+                peer_gone(side, Farewell::Answer(OutFrame::close(status, "")))
             }
-            Self::Text(_) => both(close_code::POLICY, "text messages are not relayed".into()),
-            Self::TooBig(_) => both(
-                close_code::SIZE,
-                format!(
+            Self::Lost(side) => peer_gone(side, Farewell::Nothing),
+            Self::Text(side) => both(Some(side), code::POLICY, "text messages are not relayed"),
+            Self::TooBig(side) => both(
+                Some(side),
+                code::SIZE,
+                &format!(
                     "message larger than relay.max_frame_bytes ({})",
                     c.max_frame_bytes
                 ),
             ),
+            Self::Protocol(side) => both(Some(side), code::PROTOCOL, "WebSocket protocol error"),
             Self::FrameLimit => both(
-                close_code::POLICY,
-                format!(
+                None,
+                code::POLICY,
+                &format!(
                     "relay.max_frames_per_tunnel ({}) reached",
                     c.max_frames_per_tunnel
                 ),
@@ -137,20 +183,16 @@ impl End {
                     ),
                     CloseReason::ShuttingDown => "relay shutting down".into(),
                 };
-                both(close_code::AWAY, text)
+                both(None, code::AWAY, &text)
             }
             Self::JoinFailed => (
-                Some(close(close_code::ERROR, "client connection failed".into())),
-                None,
+                Farewell::Close {
+                    frame: OutFrame::close(Some(code::ERROR), "client connection failed"),
+                    wait: true,
+                },
+                Farewell::Nothing,
             ),
         }
-    }
-}
-
-fn close(code: u16, reason: String) -> CloseFrame {
-    CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason),
     }
 }
 
@@ -177,32 +219,45 @@ impl Drop for Release {
     }
 }
 
-/// What one read produced.
-enum Incoming {
-    Data(Bytes),
-    Other,
+/// One side's socket.
+struct Conn {
+    rx: SideReader,
+    tx: SideWriter,
+}
+
+impl Conn {
+    fn new(io: Io) -> Self {
+        let (r, w) = tokio::io::split(io);
+        Self {
+            rx: Reader::new(r),
+            tx: Writer::new(w),
+        }
+    }
+}
+
+/// What a read means for the tunnel, after answering pings.
+enum Step {
+    Data(OutFrame),
+    Nothing,
     End(End),
 }
 
-fn incoming(msg: Option<Result<Message, axum::Error>>, side: Side) -> Incoming {
-    match msg {
-        None => Incoming::End(End::Lost(side)),
-        Some(Err(e)) => {
-            let too_big = e
-                .into_inner()
-                .downcast_ref::<tungstenite::Error>()
-                .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
-            Incoming::End(if too_big {
-                End::TooBig(side)
-            } else {
-                End::Lost(side)
-            })
-        }
-        Some(Ok(Message::Binary(bytes))) => Incoming::Data(bytes),
-        Some(Ok(Message::Text(_))) => Incoming::End(End::Text(side)),
-        Some(Ok(Message::Close(_))) => Incoming::End(End::Closed(side)),
-        // Pings are answered by the WebSocket layer; neither counts as activity.
-        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Other,
+async fn step(
+    read: Result<Incoming, ReadError>,
+    own_tx: &SideWriter,
+    side: Side,
+) -> Step {
+    match read {
+        Ok(Incoming::Binary(frame)) => Step::Data(frame),
+        Ok(Incoming::Ping(payload)) => match own_tx.send(&OutFrame::pong(&payload)).await {
+            Ok(()) => Step::Nothing,
+            Err(_) => Step::End(End::Lost(side)),
+        },
+        // Pongs are not activity.
+        Ok(Incoming::Pong) => Step::Nothing,
+        Ok(Incoming::Text) => Step::End(End::Text(side)),
+        Ok(Incoming::Close(status)) => Step::End(End::Closed(side, status)),
+        Err(e) => Step::End(End::from_read(e, side)),
     }
 }
 
@@ -210,113 +265,116 @@ fn incoming(msg: Option<Result<Message, axum::Error>>, side: Side) -> Incoming {
 async fn forward(
     relay: &Relay,
     control: &Control,
-    to: &mut Tx,
-    bytes: Bytes,
+    to: &SideWriter,
+    frame: OutFrame,
     from: Side,
 ) -> Result<(), End> {
     if control.count_frame() > relay.config().max_frames_per_tunnel {
         return Err(End::FrameLimit);
     }
     control.touch(relay.now_ms());
-    to.send(Message::Binary(bytes))
+    to.send(&frame)
         .await
         .map_err(|_| End::Lost(from.other()))?;
     ::metrics::counter!(FRAMES_TOTAL).increment(1);
     Ok(())
 }
 
-/// Relays every message from `from` to `to` until something ends the tunnel.
-async fn pump(relay: &Relay, control: &Control, from: &mut Rx, to: &mut Tx, side: Side) -> End {
+/// Relays every message from one side to the other until something ends the tunnel.
+async fn pump(
+    relay: &Relay,
+    control: &Control,
+    from_rx: &mut SideReader,
+    from_tx: &SideWriter,
+    to: &SideWriter,
+    side: Side,
+) -> End {
+    let max = relay.config().max_frame_bytes;
     loop {
-        match incoming(from.next().await, side) {
-            Incoming::Data(bytes) => {
-                if let Err(end) = forward(relay, control, to, bytes, side).await {
+        let read = from_rx.next(max).await;
+        match step(read, from_tx, side).await {
+            Step::Data(frame) => {
+                if let Err(end) = forward(relay, control, to, frame, side).await {
                     return end;
                 }
             }
-            Incoming::Other => {}
-            Incoming::End(end) => return end,
+            Step::Nothing => {}
+            Step::End(end) => return end,
         }
     }
-}
-
-/// The connection signal: one binary message holding the byte `00`.
-fn signal() -> Message {
-    Message::Binary(Bytes::from_static(&[0]))
-}
-
-struct Sockets<'a> {
-    phone_tx: &'a mut Tx,
-    phone_rx: &'a mut Rx,
-    client_tx: &'a mut Tx,
-    client_rx: &'a mut Rx,
 }
 
 async fn relay_frames(
     relay: &Relay,
     control: &Control,
-    s: Sockets<'_>,
+    phone: &mut Conn,
+    client: &mut Conn,
     signals: (bool, bool),
-    held: Option<Bytes>,
+    held: Option<OutFrame>,
 ) -> End {
-    let (phone_signal, client_signal) = signals;
-    if phone_signal && s.phone_tx.send(signal()).await.is_err() {
+    // The connection signal: one binary message holding the byte 00.
+    let signal = OutFrame::binary(&[0]);
+    if signals.0 && phone.tx.send(&signal).await.is_err() {
         return End::Lost(Side::Phone);
     }
-    if client_signal && s.client_tx.send(signal()).await.is_err() {
+    if signals.1 && client.tx.send(&signal).await.is_err() {
         return End::Lost(Side::Client);
     }
-    if let Some(bytes) = held
-        && let Err(end) = forward(relay, control, s.client_tx, bytes, Side::Phone).await
+    if let Some(frame) = held
+        && let Err(end) = forward(relay, control, &client.tx, frame, Side::Phone).await
     {
         return end;
     }
     tokio::select! {
-        end = pump(relay, control, s.phone_rx, s.client_tx, Side::Phone) => end,
-        end = pump(relay, control, s.client_rx, s.phone_tx, Side::Client) => end,
+        end = pump(relay, control, &mut phone.rx, &phone.tx, &client.tx, Side::Phone) => end,
+        end = pump(relay, control, &mut client.rx, &client.tx, &phone.tx, Side::Client) => end,
     }
 }
 
-/// Sends `frame` (or answers the peer's close), then waits for the peer's close or
-/// disconnect, all within the grace period.
-pub(crate) async fn close_side(
-    tx: &mut Tx,
-    rx: &mut Rx,
-    frame: Option<CloseFrame>,
-    grace: Duration,
-) {
+/// Closes one side, all within the grace period: sends our close frame (or answers the
+/// peer's), waits for the peer's answer when its reader is still usable, then sends FIN.
+async fn close_side(conn: &mut Conn, farewell: Farewell, max: usize, grace: Duration) {
     let _ = tokio::time::timeout(grace, async {
-        let sent = match frame {
-            Some(f) => tx.send(Message::Close(Some(f))).await,
-            None => tx.close().await,
-        };
-        if sent.is_err() {
-            return;
-        }
-        while let Some(Ok(msg)) = rx.next().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
+        match farewell {
+            Farewell::Close { frame, wait } => {
+                if conn.tx.send(&frame).await.is_ok() && wait {
+                    loop {
+                        match conn.rx.next(max).await {
+                            Ok(Incoming::Close(_) | Incoming::Text) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                }
             }
+            Farewell::Answer(frame) => {
+                let _ = conn.tx.send(&frame).await;
+            }
+            Farewell::Nothing => {}
         }
+        conn.tx.shutdown().await;
     })
     .await;
 }
 
-/// Closes a client whose tunnel ended before its socket arrived.
-pub(crate) async fn refuse_late_client(relay: &Relay, socket: WebSocket) {
-    let (mut tx, mut rx) = socket.split();
-    let grace = Duration::from_millis(relay.config().close_grace_ms);
-    let frame = close(close_code::NORMAL, "tunnel closed".into());
-    close_side(&mut tx, &mut rx, Some(frame), grace).await;
+/// Closes a client whose tunnel ended before its connection arrived.
+pub(crate) async fn refuse_late_client(relay: &Relay, io: Io) {
+    let mut conn = Conn::new(io);
+    let c = relay.config();
+    let farewell = Farewell::Close {
+        frame: OutFrame::close(Some(code::NORMAL), "tunnel closed"),
+        wait: true,
+    };
+    close_side(
+        &mut conn,
+        farewell,
+        c.max_frame_bytes,
+        Duration::from_millis(c.close_grace_ms),
+    )
+    .await;
 }
 
-/// Runs a tunnel from the phone's upgraded socket to the end.
-pub(crate) async fn run(
-    relay: Relay,
-    reservation: Reservation,
-    phone: WebSocket,
-    phone_signal: bool,
-) {
+/// Runs a tunnel from the phone's upgraded connection to the end.
+pub(crate) async fn run(relay: Relay, reservation: Reservation, phone: Io, phone_signal: bool) {
     let Reservation {
         tunnel_id,
         control,
@@ -329,12 +387,14 @@ pub(crate) async fn run(
         control: control.clone(),
         done: false,
     };
-    let grace = Duration::from_millis(relay.config().close_grace_ms);
-    let (mut phone_tx, mut phone_rx) = phone.split();
+    let c = relay.config();
+    let (max, grace) = (c.max_frame_bytes, Duration::from_millis(c.close_grace_ms));
+    let mut phone = Conn::new(phone);
 
     // Pending: wait for the client. A message the phone sends meanwhile is held (one at most;
-    // then the phone is not read until the client arrives).
-    let mut held: Option<Bytes> = None;
+    // then the phone is not read until the client arrives). Reading is cancel-safe, so a
+    // message half read when the client arrives is finished later.
+    let mut held: Option<OutFrame> = None;
     let joined = loop {
         tokio::select! {
             biased;
@@ -342,50 +402,45 @@ pub(crate) async fn run(
             joined = &mut join => {
                 break joined.map_err(|_| control.reason().map_or(End::JoinFailed, End::Cancelled));
             }
-            msg = phone_rx.next(), if held.is_none() => match incoming(msg, Side::Phone) {
-                Incoming::Data(bytes) => held = Some(bytes),
-                Incoming::Other => {}
-                Incoming::End(end) => break Err(end),
-            },
+            read = phone.rx.next(max), if held.is_none() => {
+                match step(read, &phone.tx, Side::Phone).await {
+                    Step::Data(frame) => held = Some(frame),
+                    Step::Nothing => {}
+                    Step::End(end) => break Err(end),
+                }
+            }
         }
     };
-    let Joiner {
-        socket: client,
-        signal: client_signal,
-    } = match joined {
+    let joiner = match joined {
         Ok(joiner) => joiner,
         Err(end) => {
             release.now();
             finished(end);
-            let (phone_close, _) = end.close_frames(&relay);
-            close_side(&mut phone_tx, &mut phone_rx, phone_close, grace).await;
+            let (farewell, _) = end.farewells(&relay);
+            close_side(&mut phone, farewell, max, grace).await;
             return;
         }
     };
 
-    let (mut client_tx, mut client_rx) = client.split();
+    let mut client = Conn::new(joiner.io);
     let end = tokio::select! {
         biased;
         reason = control.cancelled() => End::Cancelled(reason),
         end = relay_frames(
             &relay,
             &control,
-            Sockets {
-                phone_tx: &mut phone_tx,
-                phone_rx: &mut phone_rx,
-                client_tx: &mut client_tx,
-                client_rx: &mut client_rx,
-            },
-            (phone_signal, client_signal),
+            &mut phone,
+            &mut client,
+            (phone_signal, joiner.signal),
             held,
         ) => end,
     };
     release.now();
     finished(end);
-    let (phone_close, client_close) = end.close_frames(&relay);
+    let (phone_farewell, client_farewell) = end.farewells(&relay);
     tokio::join!(
-        close_side(&mut phone_tx, &mut phone_rx, phone_close, grace),
-        close_side(&mut client_tx, &mut client_rx, client_close, grace),
+        close_side(&mut phone, phone_farewell, max, grace),
+        close_side(&mut client, client_farewell, max, grace),
     );
 }
 

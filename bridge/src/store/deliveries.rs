@@ -1,9 +1,10 @@
 //! Deliveries (one sign-in or registration request pushed to an account's phones) and their
 //! outbox rows.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, Executor as _, Row};
 
-use super::StoreError;
+use super::audit::NewEntry;
+use super::{Backend, StoreError};
 
 /// Delivery statuses.
 pub mod status {
@@ -86,43 +87,197 @@ pub struct NewDelivery<'a> {
     pub fido_url: &'a str,
 }
 
-/// Stores a delivery and one outbox row per active companion install of its account (with a
-/// push token), in the caller's transaction; returns how many outbox rows were written. Zero
-/// means the account has no install to push to: the caller rolls back.
-pub async fn insert(conn: &mut AnyConnection, new: &NewDelivery<'_>) -> Result<u64, StoreError> {
+/// The device token use recorded with a delivery (see `principal::TokenUse`).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRecord<'a> {
+    /// The token's `jti`.
+    pub jti: &'a str,
+    /// Keep the id until then (ms).
+    pub keep_until_ms: i64,
+    /// Also refresh the device's last-seen time to this (ms).
+    pub touch_at: Option<i64>,
+}
+
+/// What [`insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    /// The token id was new (false: a replay — roll back).
+    pub token_fresh: bool,
+    /// Outbox rows written (0: the account has no install to push to — roll back).
+    pub outbox_rows: u64,
+}
+
+/// Stores a delivery, one outbox row per active companion install of its account (with a
+/// push token), the token id that authorized it and its audit entry, in the caller's
+/// transaction. The caller rolls back unless the token was fresh and at least one outbox row
+/// was written; a unique violation means the idempotency key was used before.
+///
+/// On SQLite all of it is one multi-statement round trip to the database thread (the single
+/// writer is the bottleneck of the embedded setup); on PostgreSQL the same statements run one
+/// by one.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    new: &NewDelivery<'_>,
+    token: Option<TokenRecord<'_>>,
+    audit: &NewEntry<'_>,
+) -> Result<Inserted, StoreError> {
     let d = new.delivery;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO deliveries ({COLUMNS}, fido_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    )))
-    .bind(&d.id)
-    .bind(&d.account_id)
-    .bind(&d.device_id)
-    .bind(&d.kind)
-    .bind(&d.rp_id)
-    .bind(&d.idempotency_key)
-    .bind(&d.number_code)
-    .bind(&d.context)
-    .bind(&d.envelope)
-    .bind(&d.status)
-    .bind(d.reason.as_deref())
-    .bind(d.created_at)
-    .bind(d.expires_at)
-    .bind(d.updated_at)
-    .bind(new.fido_url)
-    .execute(&mut *conn)
-    .await?;
-    // One statement for every install; row ids derive from the delivery and the install.
-    let outbox = sqlx::query(
+    let statements = [
+        "INSERT INTO device_token_ids (jti, expires_at) VALUES ($16, $17) ON CONFLICT (jti) DO NOTHING",
+        "INSERT INTO deliveries (id, account_id, device_id, kind, rp_id, idempotency_key, number_code, context, envelope, status, reason, created_at, expires_at, updated_at, fido_url)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        // One statement for every install; row ids derive from the delivery and the install.
         "INSERT INTO outbox (id, delivery_id, companion_id, status, attempts, next_attempt_at, created_at, updated_at)
-         SELECT 'obx_' || $1 || '_' || id, $1, id, 'PENDING', 0, $3, $3, $3
+         SELECT 'obx_' || $1 || '_' || id, $1, id, 'PENDING', 0, $12, $12, $12
          FROM companions WHERE account_id = $2 AND active = 1 AND push_token IS NOT NULL",
-    )
-    .bind(&d.id)
-    .bind(&d.account_id)
-    .bind(d.created_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(outbox.rows_affected())
+        "INSERT INTO audit_log (at, account_id, actor, event, client_addr, outcome, detail)
+         VALUES ($12, $2, $18, $19, $20, $21, $22)",
+        "UPDATE devices SET last_seen_at = $23 WHERE id = $3 AND last_seen_at < $23",
+    ];
+    // Statement 0 only with a token, statement 4 only with a touch.
+    let chosen: Vec<usize> = (0..statements.len())
+        .filter(|&i| match i {
+            0 => token.is_some(),
+            4 => token.is_some_and(|t| t.touch_at.is_some()),
+            _ => true,
+        })
+        .collect();
+    let bind = |sql: String| {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&d.id)
+            .bind(&d.account_id)
+            .bind(&d.device_id)
+            .bind(&d.kind)
+            .bind(&d.rp_id)
+            .bind(&d.idempotency_key)
+            .bind(&d.number_code)
+            .bind(&d.context)
+            .bind(&d.envelope)
+            .bind(&d.status)
+            .bind(d.reason.as_deref())
+            .bind(d.created_at)
+            .bind(d.expires_at)
+            .bind(d.updated_at)
+            .bind(new.fido_url)
+            .bind(token.map(|t| t.jti))
+            .bind(token.map(|t| t.keep_until_ms))
+            .bind(audit.actor)
+            .bind(audit.event)
+            .bind(audit.client_addr)
+            .bind(audit.outcome)
+            .bind(audit.detail.as_deref())
+            .bind(token.and_then(|t| t.touch_at))
+    };
+    let mut affected = Vec::with_capacity(chosen.len());
+    match backend {
+        Backend::Sqlite => {
+            use futures_util::TryStreamExt as _;
+            let sql = chosen
+                .iter()
+                .map(|&i| statements[i])
+                .collect::<Vec<_>>()
+                .join(";\n");
+            let query = bind(sql);
+            let mut results = conn.execute_many(query);
+            while let Some(r) = results.try_next().await? {
+                affected.push(r.rows_affected());
+            }
+        }
+        Backend::Postgres => {
+            // PostgreSQL prepares each statement: send only the parameters it uses, renumbered.
+            for &i in &chosen {
+                let (sql, params) = renumber(statements[i]);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for p in params {
+                    q = bind_param(q, p, d, new, token, audit);
+                }
+                affected.push(q.execute(&mut *conn).await?.rows_affected());
+            }
+        }
+    }
+    let at = |stmt: usize| {
+        chosen
+            .iter()
+            .position(|&i| i == stmt)
+            .and_then(|p| affected.get(p).copied())
+            .unwrap_or(0)
+    };
+    Ok(Inserted {
+        token_fresh: token.is_none() || at(0) == 1,
+        outbox_rows: at(2),
+    })
+}
+
+/// Rewrites `$n` parameters to `$1…` in order of first use; returns the SQL and the original
+/// numbers.
+fn renumber(sql: &str) -> (String, Vec<usize>) {
+    let mut out = String::with_capacity(sql.len());
+    let mut order: Vec<usize> = Vec::new();
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let start = i + 1;
+            let mut end = start;
+            while end < bytes.len() && bytes[end].is_ascii_digit() {
+                end += 1;
+            }
+            if let Ok(n) = sql[start..end].parse::<usize>() {
+                let idx = match order.iter().position(|&x| x == n) {
+                    Some(p) => p + 1,
+                    None => {
+                        order.push(n);
+                        order.len()
+                    }
+                };
+                out.push('$');
+                out.push_str(&idx.to_string());
+                i = end;
+                continue;
+            }
+        }
+        out.push(char::from(bytes[i]));
+        i += 1;
+    }
+    (out, order)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn bind_param<'q>(
+    q: AnyQuery<'q>,
+    param: usize,
+    d: &'q Delivery,
+    new: &'q NewDelivery<'_>,
+    token: Option<TokenRecord<'q>>,
+    audit: &'q NewEntry<'_>,
+) -> AnyQuery<'q> {
+    match param {
+        1 => q.bind(&d.id),
+        2 => q.bind(&d.account_id),
+        3 => q.bind(&d.device_id),
+        4 => q.bind(&d.kind),
+        5 => q.bind(&d.rp_id),
+        6 => q.bind(&d.idempotency_key),
+        7 => q.bind(&d.number_code),
+        8 => q.bind(&d.context),
+        9 => q.bind(&d.envelope),
+        10 => q.bind(&d.status),
+        11 => q.bind(d.reason.clone()),
+        12 => q.bind(d.created_at),
+        13 => q.bind(d.expires_at),
+        14 => q.bind(d.updated_at),
+        15 => q.bind(new.fido_url.to_owned()),
+        16 => q.bind(token.map(|t| t.jti.to_owned())),
+        17 => q.bind(token.map(|t| t.keep_until_ms)),
+        18 => q.bind(audit.actor.to_owned()),
+        19 => q.bind(audit.event.to_owned()),
+        20 => q.bind(audit.client_addr.map(str::to_owned)),
+        21 => q.bind(audit.outcome.to_owned()),
+        22 => q.bind(audit.detail.clone()),
+        _ => q.bind(token.and_then(|t| t.touch_at)),
+    }
 }
 
 /// A delivery by id.

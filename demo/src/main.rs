@@ -1,0 +1,3 @@
+//! `tether-demo`: see the crate description.
+
+fn main() {}
