@@ -5,12 +5,16 @@
 //! and keeps service data under `0xFFF9` / `0xFDE2` that is exactly 20 bytes long. Service data
 //! arrives in `CentralEvent::ServiceDataAdvertisement`; a device seen for the first time arrives
 //! as `DeviceDiscovered`, whose properties already carry its service data. The signal strength
-//! comes from the peripheral's properties and is checked against [`ScanConfig::rssi_floor`].
+//! checked against [`ScanConfig::rssi_floor`] is the one measured with the advert: the stack
+//! reports it (`RssiUpdate`) just before the service data of the same advertising report when it
+//! changed, so the scanner keeps the last one per device; only a device whose strength it has not
+//! seen yet is asked for its properties. (Asking every time would judge an advert by whatever the
+//! device reported last, possibly a later and stronger report: a far advert would pass.)
 //!
 //! Without a D-Bus system bus, BlueZ or an adapter (CI machines, containers) the constructors
 //! return [`BleError::Unavailable`]; they never panic. Scanning stops when the scanner is dropped.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 
 use btleplug::api::bleuuid::BleUuid;
@@ -22,12 +26,18 @@ use crate::{Advert, AdvertSource, BleError, SERVICE_DATA_LEN, ScanConfig, Servic
 
 type Events = Pin<Box<dyn Stream<Item = CentralEvent> + Send>>;
 
+/// How many devices' signal strengths are remembered; past that the memory starts afresh
+/// (phones change their random address often, so old entries are useless).
+const RSSI_MEMORY: usize = 1024;
+
 /// A BLE scanner on the host's Bluetooth adapter; an [`AdvertSource`].
 pub struct BtleScanner {
     adapter: Adapter,
     events: Events,
     config: ScanConfig,
     pending: VecDeque<Advert>,
+    /// The last signal strength the stack reported for each device.
+    rssi: HashMap<PeripheralId, i16>,
 }
 
 impl core::fmt::Debug for BtleScanner {
@@ -94,7 +104,15 @@ impl BtleScanner {
             events,
             config,
             pending: VecDeque::new(),
+            rssi: HashMap::new(),
         })
+    }
+
+    fn remember_rssi(&mut self, id: PeripheralId, rssi: i16) {
+        if self.rssi.len() >= RSSI_MEMORY && !self.rssi.contains_key(&id) {
+            self.rssi.clear();
+        }
+        self.rssi.insert(id, rssi);
     }
 
     fn accept(&mut self, service: ServiceUuid, data: [u8; SERVICE_DATA_LEN], rssi: Option<i16>) {
@@ -133,6 +151,9 @@ impl AdvertSource for BtleScanner {
                     let Ok(Some(props)) = peripheral.properties().await else {
                         continue;
                     };
+                    if let Some(rssi) = props.rssi {
+                        self.remember_rssi(id, rssi);
+                    }
                     let found: Vec<_> = props
                         .service_data
                         .iter()
@@ -143,6 +164,10 @@ impl AdvertSource for BtleScanner {
                     }
                     continue;
                 }
+                CentralEvent::RssiUpdate { id, rssi } => {
+                    self.remember_rssi(id, rssi);
+                    continue;
+                }
                 CentralEvent::StateUpdate(CentralState::PoweredOff) => {
                     return Err(BleError::Unavailable("the Bluetooth adapter is off".into()));
                 }
@@ -151,7 +176,10 @@ impl AdvertSource for BtleScanner {
             if found.is_empty() {
                 continue;
             }
-            let rssi = rssi(&self.adapter, &id).await;
+            let rssi = match self.rssi.get(&id) {
+                Some(&rssi) => Some(rssi),
+                None => rssi(&self.adapter, &id).await,
+            };
             for (service, data) in found {
                 self.accept(service, data, rssi);
             }

@@ -9,6 +9,7 @@
 #![cfg(feature = "btleplug")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "fake_bluez/harness.rs"]
 mod harness;
 
 use harness::{Adapter, FakeBluez, SOON};
@@ -190,10 +191,7 @@ async fn rssi_floor() {
     );
     fake.advert("5A:00:00:00:00:04", "fff9", &data(4), None)
         .await;
-    assert_eq!(
-        next(&mut scanner).await,
-        advert(ServiceUuid::Fido, 4, None)
-    );
+    assert_eq!(next(&mut scanner).await, advert(ServiceUuid::Fido, 4, None));
     // A known device moving away and back (PropertiesChanged, in order).
     fake.advert("5A:00:00:00:00:03", "fff9", &data(5), Some(-90))
         .await;
@@ -210,8 +208,13 @@ async fn wrong_adverts() {
     let d = data(7);
     fake.advert("5A:00:00:00:00:01", "fff9", &d[..19], Some(-50))
         .await;
-    fake.advert("5A:00:00:00:00:02", "fff9", &[d.as_slice(), &[0]].concat(), Some(-50))
-        .await;
+    fake.advert(
+        "5A:00:00:00:00:02",
+        "fff9",
+        &[d.as_slice(), &[0]].concat(),
+        Some(-50),
+    )
+    .await;
     fake.advert("5A:00:00:00:00:03", "fde2", &[], Some(-50))
         .await;
     fake.advert("5A:00:00:00:00:04", "180f", &d, Some(-50))

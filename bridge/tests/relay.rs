@@ -795,3 +795,84 @@ async fn relay_metrics_are_exported() {
     metric(&text, "tether_relay_tunnels_open ");
     metric(&text, "tether_relay_tunnels_pending ");
 }
+
+#[tokio::test]
+async fn pings_are_answered_and_not_relayed() {
+    let b = bridge_with(|_| {}).await;
+    let (mut phone, mut client) = tunnel(&b).await;
+    client
+        .send(Message::Ping(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut client).await, Message::Pong(vec![1, 2, 3].into()));
+    client.send(Message::binary(vec![4])).await.unwrap();
+    assert_eq!(next_binary(&mut phone).await, vec![4]);
+}
+
+/// Reads an HTTP response head from a raw socket.
+async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(PROMPT, s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap().to_ascii_lowercase()
+}
+
+/// A hand-written client: checks the handshake bytes (RFC 6455 §1.3's example key) and that a
+/// frame breaking the rules (unmasked) closes the tunnel with 1002.
+#[tokio::test]
+async fn raw_handshake_and_a_protocol_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = bridge_with(|_| {}).await;
+    let tid = fresh_tunnel_id();
+    let mut raw = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    let req = format!(
+        "GET /cable/new/{tid} HTTP/1.1\r\nHost: relay.test\r\nUpgrade: websocket\r\n\
+         Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, fido.cable\r\n\r\n"
+    );
+    raw.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut raw).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(
+        head.contains("\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nsec-websocket-protocol: fido.cable\r\n"),
+        "{head}"
+    );
+    let rid = head
+        .split("\r\nx-cable-routing-id: ")
+        .nth(1)
+        .unwrap()
+        .split("\r\n")
+        .next()
+        .unwrap();
+    let rid = RoutingId::from_hex(rid).unwrap();
+    let (mut client, _) = join(&b, &rid, &tid, false).await;
+
+    // Server frames are unmasked, so the relay forwards a client message as 0x82 len payload.
+    client.send(Message::binary(vec![0xAB; 3])).await.unwrap();
+    let mut frame = [0u8; 5];
+    raw.read_exact(&mut frame).await.unwrap();
+    assert_eq!(frame, [0x82, 3, 0xAB, 0xAB, 0xAB]);
+
+    // An unmasked frame from the phone is a protocol error.
+    raw.write_all(&[0x82, 0x01, 0x00]).await.unwrap();
+    let reason = b"WebSocket protocol error";
+    let mut close = vec![0u8; 4 + reason.len()];
+    raw.read_exact(&mut close).await.unwrap();
+    assert_eq!(close[..4], [0x88, 2 + reason.len() as u8, 0x03, 0xEA]);
+    assert_eq!(&close[4..], reason);
+    assert_eq!(
+        expect_close(&mut client).await,
+        (1002, "WebSocket protocol error".into())
+    );
+}

@@ -264,6 +264,11 @@ struct ClientKeys {
 
 impl ClientKeys {
     fn new(seed: u64, request_type: RequestType) -> Self {
+        Self::with_linking(seed, request_type, true)
+    }
+
+    /// Keys whose URL says (key 4) whether the client can store linking data.
+    fn with_linking(seed: u64, request_type: RequestType, linking: bool) -> Self {
         let mut rng = SeededRng::new(seed);
         let identity = SecretKey::generate_from_rng(&mut rng);
         let mut qr_secret = [0u8; 16];
@@ -273,7 +278,7 @@ impl ClientKeys {
             QrSecret::new(qr_secret),
             request_type,
             1_767_225_600,
-            true,
+            linking,
         )
         .encode();
         Self {
@@ -600,7 +605,7 @@ async fn a_foreign_client_registers_then_signs_in_across_two_runs() {
     assert!(
         phone
             .stderr
-            .contains("makeCredential (0x01) answered CTAP2_OK (0x00)"),
+            .contains("authenticatorMakeCredential (0x01) answered CTAP2_OK (0x00)"),
         "{}",
         phone.stderr
     );
@@ -667,10 +672,11 @@ async fn a_foreign_client_registers_then_signs_in_across_two_runs() {
 async fn frames_padded_before_the_type_byte_are_answered() {
     let relay = Relay::start().await;
     let state = tempfile::tempdir().unwrap();
-    let keys = ClientKeys::new(3, RequestType::MakeCredential);
+    // A client that cannot store linking data (URL key 4 false) gets none.
+    let keys = ClientKeys::with_linking(3, RequestType::MakeCredential, false);
     // The URL comes on stdin this time.
     let mut phone = Phone::spawn(
-        &answer_args("-", &relay.url(), state.path(), &["--no-linking"]),
+        &answer_args("-", &relay.url(), state.path(), &[]),
         Some(&format!("{}\n", keys.url)),
     );
     let advert = phone.advert().await;
@@ -683,7 +689,8 @@ async fn frames_padded_before_the_type_byte_are_answered() {
     assert_eq!(phone.code, 0, "{phone:?}");
     assert_eq!(outcome.response.status, CtapStatus::Ok);
     outcome.response.make_credential().unwrap();
-    assert!(outcome.linking.is_empty(), "--no-linking");
+    assert!(outcome.linking.is_empty(), "URL key 4 is false");
+    assert!(!state.path().join("tether-phone-link.json").exists());
 }
 
 /// An advert source that records what it passes on.
@@ -809,7 +816,7 @@ async fn deny_exits_declined_and_the_client_sees_operation_denied() {
     assert_eq!(phone.code, 7, "{phone:?}");
     assert_eq!(
         error_line(&phone),
-        "error: declined: makeCredential (0x01) answered CTAP2_ERR_OPERATION_DENIED (0x27) \
+        "error: declined: authenticatorMakeCredential (0x01) answered CTAP2_ERR_OPERATION_DENIED (0x27) \
          (--policy deny)"
     );
     assert!(!state.path().join("passkeys.json").exists());
@@ -847,12 +854,12 @@ async fn an_error_status_exits_8() {
     assert_eq!(phone.code, 8, "{phone:?}");
     assert_eq!(
         error_line(&phone),
-        "error: getAssertion (0x02) answered with an error status: CTAP2_ERR_NO_CREDENTIALS (0x2E)"
+        "error: authenticatorGetAssertion (0x02) answered with an error status: CTAP2_ERR_NO_CREDENTIALS (0x2E)"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_user_verification_getinfo_offers_no_uv() {
+async fn options_no_user_verification_fde2_and_no_linking() {
     let relay = Relay::start().await;
     let state = tempfile::tempdir().unwrap();
     let keys = ClientKeys::new(23, RequestType::MakeCredential);
@@ -866,10 +873,16 @@ async fn without_user_verification_getinfo_offers_no_uv() {
         &keys,
         &request,
         PLAIN,
-        &["--no-user-verification", "--service", "fde2"],
+        &[
+            "--no-user-verification",
+            "--service",
+            "fde2",
+            "--no-linking",
+        ],
     )
     .await;
     assert_eq!(phone.code, 0, "{phone:?}");
+    assert!(outcome.linking.is_empty(), "--no-linking");
     assert!(
         phone.stderr.contains("advertising under 0xFDE2"),
         "{}",
@@ -1095,18 +1108,34 @@ async fn usage_errors_exit_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ble_is_not_supported_in_this_build() {
+async fn local_failures_exit_1() {
     let state = tempfile::tempdir().unwrap();
     let keys = ClientKeys::new(34, RequestType::GetAssertion);
-    let phone = Phone::spawn(
-        &answer_args(&keys.url, "ws://127.0.0.1:1", state.path(), &["--ble"]),
-        None,
-    )
-    .finish()
-    .await;
-    assert_eq!(phone.code, 1, "{phone:?}");
-    assert!(
-        error_line(&phone).contains("not supported in this build"),
-        "{phone:?}"
-    );
+    let not_a_dir = state.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let missing = state.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    for (extra, state, needle) in [
+        (
+            vec!["--ble"],
+            state.path(),
+            "--ble (advertising through BlueZ's LEAdvertisingManager1) is not supported in this build",
+        ),
+        (
+            vec!["--ca", missing],
+            state.path(),
+            "cannot read the CA file",
+        ),
+        (vec![], not_a_dir.as_path(), "cannot open the passkey store"),
+    ] {
+        let phone = Phone::spawn(
+            &answer_args(&keys.url, "ws://127.0.0.1:1", state, &extra),
+            None,
+        )
+        .finish()
+        .await;
+        assert_eq!(phone.code, 1, "{extra:?}: {phone:?}");
+        assert!(phone.stdout.is_empty());
+        assert!(error_line(&phone).contains(needle), "{extra:?}: {phone:?}");
+    }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use bridge::auth::dev_issuer::DevIssuer;
 use bridge::clock::SharedClock;
-use companion::{AccessToken, TokenError, TokenProvider};
 use companion::client::TokenFuture;
+use companion::{AccessToken, TokenError, TokenProvider};
 use thiserror::Error;
 
 /// Lifetime of each minted token, seconds.

@@ -1,3 +1,11 @@
-//! `tether-demo`: see the crate description.
+//! `tether-demo`: see the crate docs and `docs/demo.md`.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tether_demo::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(cli::main(cli))
+}

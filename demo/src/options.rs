@@ -110,8 +110,7 @@ mod tests {
     #[test]
     fn samples_parse_as_the_agent_reads_them() {
         let creation = registration("example.com", "alice").unwrap_or(Value::Null);
-        let parsed =
-            device_agent::webauthn::CreationOptions::from_json(&creation.to_string()).ok();
+        let parsed = device_agent::webauthn::CreationOptions::from_json(&creation.to_string()).ok();
         assert_eq!(
             parsed.as_ref().and_then(|p| p.rp_id.as_deref()),
             Some("example.com")

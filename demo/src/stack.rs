@@ -33,7 +33,6 @@ use device_agent::bridge_client::BridgeConfig as AgentBridgeConfig;
 use device_agent::flow::{self, AgentConfig, AgentError, Progress};
 use device_agent::tunnel::TunnelConfig;
 use hybrid::domain::DomainId;
-use tether_ble::ScanConfig;
 use tether_ble::sim::SimMedium;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -245,13 +244,8 @@ impl Stack {
         if let Some(domain) = DEMO_DOMAIN.domain() {
             tunnel.domains.insert(domain, relay);
         }
-        let agent = AgentConfig {
-            bridge: AgentBridgeConfig::new(&bridge_url),
-            state_dir: dir.join("device"),
-            tunnel,
-            scan: ScanConfig::default(),
-            discovery_timeout: None,
-        };
+        let mut agent = AgentConfig::new(AgentBridgeConfig::new(&bridge_url), dir.join("device"));
+        agent.tunnel = tunnel;
         Ok(Self {
             bridge_url,
             state,
@@ -353,8 +347,7 @@ impl Stack {
             let mut scanner = self.medium.scanner(self.agent.scan)?;
             let result = match ceremony {
                 Ceremony::Register => {
-                    flow::register(&self.agent, options_json, origin, &mut scanner, progress)
-                        .await
+                    flow::register(&self.agent, options_json, origin, &mut scanner, progress).await
                 }
                 Ceremony::SignIn => {
                     flow::sign_in(&self.agent, options_json, origin, &mut scanner, progress).await

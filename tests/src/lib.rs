@@ -66,6 +66,7 @@
 pub mod fake_apns;
 pub mod fake_fcm;
 pub mod tls;
+pub mod world;
 
 pub use fake_apns::{
     ApnsAnswer, ApnsReply, ApnsRequest, ApnsVerifyingKey, FakeApns, FakeApnsConfig,

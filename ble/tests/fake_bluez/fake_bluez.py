@@ -21,8 +21,9 @@ Every object also has org.freedesktop.DBus.Properties (Get, GetAll, Set, Propert
 Control channel: one command per line on standard input, each answered on standard output by
 `OK` or `ERR <reason>`:
 
-  advert <MAC> <UUID> <HEX> [RSSI|-]  the device at MAC advertises service data HEX under UUID
-                                      (4 hex digits for a 16-bit UUID, or a full 128-bit UUID).
+  advert <MAC> <UUID> <HEX> [RSSI|-]  the device at MAC advertises service data HEX (`-`: none)
+                                      under UUID (4 hex digits for a 16-bit UUID, or a full
+                                      128-bit UUID); RSSI `-` or left out: not measured.
                                       A new device is announced with InterfacesAdded, a known one
                                       updated with PropertiesChanged (RSSI and ServiceData). While
                                       the adapter is not discovering it is held back and delivered
@@ -351,7 +352,7 @@ class FakeBluez:
             if len(rest) not in (3, 4):
                 raise ValueError(verb + " <MAC> <UUID> <HEX> [RSSI|-]")
             mac = parse_mac(rest[0])
-            data = bytes.fromhex(rest[2])
+            data = b"" if rest[2] == "-" else bytes.fromhex(rest[2])
             self.report(mac, (full_uuid(rest[1]), data), parse_rssi(rest[3:]), cached=verb == "cache")
         elif verb == "device":
             if len(rest) not in (1, 2):

@@ -294,7 +294,12 @@ impl FakeBluez {
     /// 128-bit UUID) with signal strength `rssi`.
     pub(crate) async fn advert(&mut self, mac: &str, uuid: &str, data: &[u8], rssi: Option<i16>) {
         let rssi = rssi.map_or_else(|| "-".to_owned(), |r| r.to_string());
-        self.command(&format!("advert {mac} {uuid} {} {rssi}", hex(data)))
+        let data = if data.is_empty() {
+            "-".to_owned()
+        } else {
+            hex(data)
+        };
+        self.command(&format!("advert {mac} {uuid} {data} {rssi}"))
             .await;
     }
 

@@ -46,12 +46,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use hybrid::tunnel::{
     ROUTING_ID_HEADER, SIGNAL_CONNECTION_HEADER, SUBPROTOCOL, TunnelPath, TunnelPathError,
 };
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 pub use config::{MAX_FRAME_BYTES_CEILING, RelayConfig};
 pub use registry::{Relay, TunnelCounts};

@@ -242,11 +242,7 @@ enum Step {
     End(End),
 }
 
-async fn step(
-    read: Result<Incoming, ReadError>,
-    own_tx: &SideWriter,
-    side: Side,
-) -> Step {
+async fn step(read: Result<Incoming, ReadError>, own_tx: &SideWriter, side: Side) -> Step {
     match read {
         Ok(Incoming::Binary(frame)) => Step::Data(frame),
         Ok(Incoming::Ping(payload)) => match own_tx.send(&OutFrame::pong(&payload)).await {
@@ -273,9 +269,7 @@ async fn forward(
         return Err(End::FrameLimit);
     }
     control.touch(relay.now_ms());
-    to.send(&frame)
-        .await
-        .map_err(|_| End::Lost(from.other()))?;
+    to.send(&frame).await.map_err(|_| End::Lost(from.other()))?;
     ::metrics::counter!(FRAMES_TOTAL).increment(1);
     Ok(())
 }
