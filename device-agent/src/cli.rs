@@ -6,7 +6,7 @@
 //! device-agent register --options FILE --origin URL [--bridge URL]   [common flags]
 //! device-agent inspect  url|advert|domain …
 //!
-//! common flags: --state DIR  --json  --relay DOMAIN=URL (repeatable)
+//! common flags: --state DIR  --json  --audience URL  --relay DOMAIN=URL (repeatable)
 //!               --danger-allow-plaintext-relay  --ca FILE  --rssi-floor DBM
 //!               --ble btleplug|sim:DIR  --discovery-timeout SECS
 //! ```
@@ -140,6 +140,10 @@ pub struct CommonArgs {
     /// Progress as JSON lines on stderr (the result on stdout is JSON anyway).
     #[arg(long)]
     pub json: bool,
+    /// The bridge's public URL (the device tokens' audience) when it differs from the URL the
+    /// agent connects to, e.g. behind a proxy. `pair` stores it.
+    #[arg(long, value_name = "URL")]
+    pub audience: Option<String>,
     /// Reach tunnel domain DOMAIN at base URL URL (wss://…, or ws://… with
     /// --danger-allow-plaintext-relay). Repeatable.
     #[arg(long = "relay", value_name = "DOMAIN=URL", value_parser = parse_relay)]
@@ -267,9 +271,7 @@ fn run_inspect(command: Inspect, out: &mut dyn Write, err: &mut dyn Write) -> Ex
             advert,
             json,
         } => inspect::advert(&qr_secret, &advert).map(|r| render(&r, json, r.to_text())),
-        Inspect::Domain { id, json } => {
-            inspect::domain(&id).map(|r| render(&r, json, r.to_text()))
-        }
+        Inspect::Domain { id, json } => inspect::domain(&id).map(|r| render(&r, json, r.to_text())),
     };
     match result {
         Ok(text) => match out.write_all(text.as_bytes()) {
@@ -482,11 +484,16 @@ async fn follow<T>(
     }
 }
 
-async fn open_ble(choice: &BleChoice, scan: ScanConfig) -> Result<Box<dyn AdvertSource>, AgentError> {
+async fn open_ble(
+    choice: &BleChoice,
+    scan: ScanConfig,
+) -> Result<Box<dyn AdvertSource>, AgentError> {
     let ble = |e: tether_ble::BleError| AgentError::Ble(e.to_string());
     match choice {
         BleChoice::Btleplug => Ok(Box::new(
-            tether_ble::btle::BtleScanner::new(scan).await.map_err(ble)?,
+            tether_ble::btle::BtleScanner::new(scan)
+                .await
+                .map_err(ble)?,
         )),
         BleChoice::Sim(dir) => {
             let medium = tether_ble::sim::SimMedium::at_dir(dir).map_err(ble)?;
@@ -532,17 +539,19 @@ fn agent_config(
     };
     let mut bridge = BridgeConfig::new(bridge_url);
     bridge.extra_ca_pem.clone_from(&ca);
+    bridge.audience.clone_from(&common.audience);
     // Fail on a bad URL now rather than after the first request.
-    let probe = crate::device_key::DeviceKey::generate()
-        .map_err(|e| AgentError::State(e.to_string()))?;
+    let probe =
+        crate::device_key::DeviceKey::generate().map_err(|e| AgentError::State(e.to_string()))?;
     crate::bridge_client::BridgeClient::new(bridge.clone(), &probe)?;
 
     let mut tunnel = TunnelConfig {
         danger_allow_plaintext: common.danger_allow_plaintext_relay,
         extra_ca_pem: match ca {
-            Some(pem) => Some(String::from_utf8(pem).map_err(|_| {
-                AgentError::Config("the CA file is not PEM text".into())
-            })?),
+            Some(pem) => Some(
+                String::from_utf8(pem)
+                    .map_err(|_| AgentError::Config("the CA file is not PEM text".into()))?,
+            ),
             None => None,
         },
         ..TunnelConfig::default()

@@ -720,10 +720,7 @@ enum Ended {
 fn ended(delivery: &Delivery) -> Option<AgentError> {
     match delivery.status {
         DeliveryStatus::Denied => Some(AgentError::Denied {
-            reason: delivery
-                .reason
-                .clone()
-                .unwrap_or_else(|| "DECLINED".into()),
+            reason: delivery.reason.clone().unwrap_or_else(|| "DECLINED".into()),
         }),
         DeliveryStatus::Expired => Some(AgentError::Expired),
         DeliveryStatus::Failed => match delivery.reason.as_deref() {
@@ -744,8 +741,12 @@ fn classify(failure: SessionFailure, unapproved_at_expiry: bool) -> (DeliveryOut
         SessionFailure::PhoneNotFound if unapproved_at_expiry => {
             (DeliveryOutcome::PhoneNotFound, AgentError::Expired)
         }
-        SessionFailure::PhoneNotFound => (DeliveryOutcome::PhoneNotFound, AgentError::PhoneNotFound),
-        SessionFailure::BleUnavailable(e) => (DeliveryOutcome::Cancelled, AgentError::Ble(e.to_string())),
+        SessionFailure::PhoneNotFound => {
+            (DeliveryOutcome::PhoneNotFound, AgentError::PhoneNotFound)
+        }
+        SessionFailure::BleUnavailable(e) => {
+            (DeliveryOutcome::Cancelled, AgentError::Ble(e.to_string()))
+        }
         SessionFailure::TunnelFailed(e) => (
             DeliveryOutcome::TunnelFailed,
             AgentError::TunnelFailed(e.to_string()),
@@ -766,14 +767,20 @@ fn classify(failure: SessionFailure, unapproved_at_expiry: bool) -> (DeliveryOut
 
 /// Reports the session's end; failures are logged, never returned (the flow's result stands).
 async fn complete(client: &BridgeClient, delivery_id: &str, outcome: DeliveryOutcome) {
-    match tokio::time::timeout(COMPLETE_TIMEOUT, client.complete_delivery(delivery_id, outcome))
-        .await
+    match tokio::time::timeout(
+        COMPLETE_TIMEOUT,
+        client.complete_delivery(delivery_id, outcome),
+    )
+    .await
     {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
             tracing::warn!(%error, ?outcome, "could not report the session's end to the bridge");
         }
-        Err(_) => tracing::warn!(?outcome, "reporting the session's end to the bridge timed out"),
+        Err(_) => tracing::warn!(
+            ?outcome,
+            "reporting the session's end to the bridge timed out"
+        ),
     }
 }
 

@@ -10,5 +10,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Unlocked handles: the spinner draws on stderr from its own thread.
     let terminal = std::io::stderr().is_terminal();
-    run_with(cli, &mut std::io::stdout(), &mut std::io::stderr(), terminal)
+    run_with(
+        cli,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+        terminal,
+    )
 }

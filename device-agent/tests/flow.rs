@@ -15,6 +15,7 @@ use device_agent::bridge_client::{BridgeConfig, DeliveryStatus};
 use device_agent::device_key::{DeviceIdentity, PairedBridge};
 use device_agent::flow::{self, AgentConfig, AgentError, Progress};
 use device_agent::tunnel::{self, HeaderMap, TunnelConfig};
+use hybrid::Time;
 use hybrid::authenticator::{self, Authenticator};
 use hybrid::cbor::{self, Value as Cbor};
 use hybrid::ctap::{
@@ -25,7 +26,6 @@ use hybrid::domain::DomainId;
 use hybrid::session::AuthenticatorTimeouts;
 use hybrid::test_util::{ScriptedHandler, SeededRng};
 use hybrid::url::FidoUrl;
-use hybrid::Time;
 use p256::SecretKey;
 use p256::elliptic_curve::Generate as _;
 use p256::elliptic_curve::sec1::ToSec1Point as _;
@@ -52,7 +52,8 @@ const CONFIRM_PAIRING: &str =
     "mutation($c: String!) { confirmPairing(code: $c) { id name model status } }";
 const REGISTER_COMPANION: &str =
     "mutation($i: RegisterCompanionInput!) { registerCompanion(input: $i) { id } }";
-const CLAIM: &str = "mutation($id: ID!) { claimDelivery(id: $id) { fidoUrl delivery { id status } } }";
+const CLAIM: &str =
+    "mutation($id: ID!) { claimDelivery(id: $id) { fidoUrl delivery { id status } } }";
 const DENY: &str =
     "mutation($id: ID!, $r: DenyReason!) { denyDelivery(id: $id, reason: $r) { id status } }";
 const DELIVERY: &str =
@@ -379,12 +380,12 @@ async fn run_phone(
     phone
         .handle_routing_id(now(), routing_id, DOMAIN_ID)
         .map_err(|e| e.to_string())?;
-    let mut advertisement = None;
+    let mut _advertisement = None;
     loop {
         while let Some(event) = phone.poll_event() {
             match event {
                 authenticator::Event::AdvertReady(data) => {
-                    advertisement = Some(
+                    _advertisement = Some(
                         medium
                             .advertise(Advert {
                                 service: ServiceUuid::Fido,
@@ -394,7 +395,7 @@ async fn run_phone(
                             .map_err(|e| e.to_string())?,
                     );
                 }
-                authenticator::Event::HandshakeComplete => advertisement = None,
+                authenticator::Event::HandshakeComplete => _advertisement = None,
                 authenticator::Event::Finished => return Ok(phone.handler().seen.clone()),
                 _ => {}
             }
@@ -462,7 +463,11 @@ async fn ceremony(
             }
             Companion::Deny(reason) => {
                 let denied = bridge
-                    .companion(DENY, json!({"id": delivery_id, "r": reason}), "denyDelivery")
+                    .companion(
+                        DENY,
+                        json!({"id": delivery_id, "r": reason}),
+                        "denyDelivery",
+                    )
                     .await;
                 assert_eq!(denied["status"], "DENIED");
                 None
@@ -479,11 +484,10 @@ async fn ceremony(
             }
         }
     };
-    let (result, other) = tokio::time::timeout(TEST_LIMIT, async {
-        tokio::join!(flow, other_side)
-    })
-    .await
-    .expect("the ceremony ends");
+    let (result, other) =
+        tokio::time::timeout(TEST_LIMIT, async { tokio::join!(flow, other_side) })
+            .await
+            .expect("the ceremony ends");
     let (delivery_id, phone) = match other {
         Some((id, phone)) => (Some(id), phone),
         None => (None, None),
@@ -700,7 +704,10 @@ async fn a_denial_on_the_phone_ends_the_flow() {
     assert_eq!(error.exit_code(), 5);
     // Ended by the status, not by a timeout.
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(run.progress.contains(&Progress::Status(DeliveryStatus::Denied)));
+    assert!(
+        run.progress
+            .contains(&Progress::Status(DeliveryStatus::Denied))
+    );
     assert!(!run.progress.contains(&Progress::PasskeyUsed));
     let delivery = bridge.delivery(run.delivery_id.as_deref().unwrap()).await;
     assert_eq!(delivery["status"], "DENIED");
@@ -805,14 +812,19 @@ async fn an_unreachable_bridge_is_reported_as_such() {
     let error = flow::pair(&config, "Living room", "Quest 3", &mut |_| {})
         .await
         .unwrap_err();
-    assert!(matches!(error, AgentError::BridgeUnreachable(_)), "{error:?}");
+    assert!(
+        matches!(error, AgentError::BridgeUnreachable(_)),
+        "{error:?}"
+    );
     assert_eq!(error.exit_code(), 11);
-    assert!(error.to_string().starts_with("bridge unreachable: "), "{error}");
+    assert!(
+        error.to_string().starts_with("bridge unreachable: "),
+        "{error}"
+    );
 
     // Signing in with a device paired to it.
-    let mut identity = DeviceIdentity::create(dir.path()).unwrap_or_else(|_| {
-        DeviceIdentity::load(dir.path()).unwrap().unwrap()
-    });
+    let mut identity = DeviceIdentity::create(dir.path())
+        .unwrap_or_else(|_| DeviceIdentity::load(dir.path()).unwrap().unwrap());
     identity.set_paired(PairedBridge {
         bridge_url: url.clone(),
         device_id: "dev_0123456789abcdef0123456789abcdef".into(),
@@ -822,10 +834,19 @@ async fn an_unreachable_bridge_is_reported_as_such() {
     let mut scanner = SimMedium::in_process()
         .scanner(ScanConfig::default())
         .unwrap();
-    let error = flow::sign_in(&config, &sign_in_options(), ORIGIN, &mut scanner, &mut |_| {})
-        .await
-        .unwrap_err();
-    assert!(matches!(error, AgentError::BridgeUnreachable(_)), "{error:?}");
+    let error = flow::sign_in(
+        &config,
+        &sign_in_options(),
+        ORIGIN,
+        &mut scanner,
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, AgentError::BridgeUnreachable(_)),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
@@ -838,18 +859,30 @@ async fn signing_in_needs_a_pairing_with_this_bridge() {
         .unwrap();
 
     // No identity at all: nothing is created.
-    let error = flow::sign_in(&config, &sign_in_options(), ORIGIN, &mut scanner, &mut |_| {})
-        .await
-        .unwrap_err();
+    let error = flow::sign_in(
+        &config,
+        &sign_in_options(),
+        ORIGIN,
+        &mut scanner,
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
     assert_eq!(error, AgentError::NotPaired);
     assert_eq!(error.exit_code(), 4);
     assert!(!config.state_dir.exists());
 
     // A key, but no pairing.
     let mut identity = DeviceIdentity::create(&config.state_dir).unwrap();
-    let error = flow::register(&config, &creation_options(), ORIGIN, &mut scanner, &mut |_| {})
-        .await
-        .unwrap_err();
+    let error = flow::register(
+        &config,
+        &creation_options(),
+        ORIGIN,
+        &mut scanner,
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
     assert_eq!(error, AgentError::NotPaired);
 
     // Paired with another bridge.
@@ -859,9 +892,15 @@ async fn signing_in_needs_a_pairing_with_this_bridge() {
         audience: None,
     });
     identity.save(&config.state_dir).unwrap();
-    let error = flow::sign_in(&config, &sign_in_options(), ORIGIN, &mut scanner, &mut |_| {})
-        .await
-        .unwrap_err();
+    let error = flow::sign_in(
+        &config,
+        &sign_in_options(),
+        ORIGIN,
+        &mut scanner,
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
     assert_eq!(error, AgentError::NotPaired);
 
     // Paired here: now the options are looked at.
@@ -871,9 +910,15 @@ async fn signing_in_needs_a_pairing_with_this_bridge() {
         audience: None,
     });
     identity.save(&config.state_dir).unwrap();
-    let error = flow::sign_in(&config, "{\"challenge\": 5}", ORIGIN, &mut scanner, &mut |_| {})
-        .await
-        .unwrap_err();
+    let error = flow::sign_in(
+        &config,
+        "{\"challenge\": 5}",
+        ORIGIN,
+        &mut scanner,
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, AgentError::InvalidOptions(_)), "{error:?}");
     assert_eq!(error.exit_code(), 3);
     let error = flow::sign_in(
@@ -932,14 +977,29 @@ fn every_error_kind_has_its_own_exit_code_and_one_line() {
 #[test]
 fn the_flows_can_run_on_any_runtime_thread() {
     fn assert_send<T: Send>(_: &T) {}
-    let config = AgentConfig::new(BridgeConfig::new("https://bridge.example.com"), "/nonexistent");
+    let config = AgentConfig::new(
+        BridgeConfig::new("https://bridge.example.com"),
+        "/nonexistent",
+    );
     let mut scanner = SimMedium::in_process()
         .scanner(ScanConfig::default())
         .unwrap();
     let mut progress = |_| {};
-    assert_send(&flow::sign_in(&config, "", ORIGIN, &mut scanner, &mut progress));
+    assert_send(&flow::sign_in(
+        &config,
+        "",
+        ORIGIN,
+        &mut scanner,
+        &mut progress,
+    ));
     let mut progress = |_| {};
-    assert_send(&flow::register(&config, "", ORIGIN, &mut scanner, &mut progress));
+    assert_send(&flow::register(
+        &config,
+        "",
+        ORIGIN,
+        &mut scanner,
+        &mut progress,
+    ));
     let mut progress = |_| {};
     assert_send(&flow::pair(&config, "n", "m", &mut progress));
 }

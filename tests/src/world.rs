@@ -99,9 +99,9 @@ pub enum Db {
     Postgres(String),
 }
 
-/// The world's knobs. [`WorldConfig::default`] is the happy path.
+/// The world's knobs. [`WorldConfig::default`] is the happy path. (Not `non_exhaustive`, so
+/// tests can write `WorldConfig { policy: Policy::Deny, ..WorldConfig::default() }`.)
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct WorldConfig {
     /// The database.
     pub db: Db,
@@ -210,6 +210,8 @@ impl World {
         bridge_config.limits.deliveries_per_device_per_minute = 1_000;
         bridge_config.limits.deliveries_per_account_per_minute = 1_000;
         bridge_config.relay.new_tunnels_per_address_per_minute = 1_000;
+        std::fs::create_dir_all(&bridge_config.data_dir)
+            .map_err(|e| setup("bridge directory")(&e))?;
         let store = match &config.db {
             Db::Sqlite => Store::connect(&bridge_config.database_url(), 4).await,
             Db::Postgres(url) => {
@@ -743,6 +745,8 @@ impl RelayProxy {
     }
 }
 
+// The upgrade callback's error type is tungstenite's `ErrorResponse` (an HTTP response).
+#[allow(clippy::result_large_err)]
 async fn proxy_one(stream: TcpStream, upstream: String, fault: Fault) {
     let mut path = String::new();
     let capture = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 //! End to end through real sockets: a bridge on 127.0.0.1 with its relay, the simulated phone
 //! service, the in-process BLE medium and the device agent's flows (`tether_tests::world`).
 //!
@@ -388,7 +388,7 @@ async fn unanswered_request_expires_on_the_virtual_clock() {
         "expired: not approved on the phone in time"
     );
     assert_eq!(error.exit_code(), 6);
-    assert_final(&world, &id, DeliveryStatus::Expired, None).await;
+    assert_final(&world, &id, DeliveryStatus::Expired, Some("EXPIRED")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
