@@ -8,8 +8,12 @@
 //! ```text
 //! cargo build --release --workspace --bins --examples
 //! target/release/examples/relay_load --bridge target/release/bridge \
-//!     [--tunnels 5000] [--procs 2] [--rate 2000] [--seconds 10] [--frame-bytes 256] [--port 18090]
+//!     [--tunnels 5000] [--procs 2] [--rate 2000] [--seconds 10] [--frame-bytes 256] [--burst 1]
+//!     [--port 18090]
 //! ```
+//! `--burst N` sends messages in runs of N back to back on one tunnel and direction (a phone
+//! sends its handshake answer, post-handshake message and update that way), which is where
+//! Nagle's algorithm and delayed acknowledgements could add latency.
 //! Latency is measured inside each worker (sender and receiver share a clock): the time from
 //! handing a message to the sending socket until the other end of the same tunnel has read it,
 //! so it includes two loopback hops and the relay. Results: `docs/benchmarks.md`.
@@ -39,6 +43,7 @@ struct Args {
     rate: f64,
     seconds: u64,
     frame_bytes: usize,
+    burst: u64,
     port: u16,
     worker: bool,
     addr: String,
@@ -52,6 +57,7 @@ fn args() -> Args {
         rate: 2_000.0,
         seconds: 10,
         frame_bytes: 256,
+        burst: 1,
         port: 18_090,
         worker: false,
         addr: String::new(),
@@ -70,6 +76,7 @@ fn args() -> Args {
             "--rate" => a.rate = value.parse().unwrap(),
             "--seconds" => a.seconds = value.parse().unwrap(),
             "--frame-bytes" => a.frame_bytes = value.parse().unwrap(),
+            "--burst" => a.burst = value.parse::<u64>().unwrap().max(1),
             "--port" => a.port = value.parse().unwrap(),
             "--addr" => a.addr = value,
             other => panic!("unknown flag {other}"),
@@ -194,6 +201,7 @@ fn coordinator(runtime: &tokio::runtime::Runtime, a: Args) {
             .args(["--rate", &rate.to_string()])
             .args(["--seconds", &a.seconds.to_string()])
             .args(["--frame-bytes", &a.frame_bytes.to_string()])
+            .args(["--burst", &a.burst.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -269,8 +277,9 @@ fn coordinator(runtime: &tokio::runtime::Runtime, a: Args) {
         latencies[i] as f64 / 1000.0
     };
     println!(
-        "traffic: {sent} messages of {} bytes sent at {:.0}/s target for {} s; {} received",
+        "traffic: {sent} messages of {} bytes (bursts of {}) sent at {:.0}/s target for {} s; {} received",
         a.frame_bytes,
+        a.burst,
         a.rate,
         a.seconds,
         latencies.len()
@@ -372,12 +381,13 @@ async fn worker(a: Args) {
         tick.tick().await;
         let due = (start.elapsed().as_secs_f64() * a.rate) as u64;
         while sent < due && !sinks.is_empty() {
-            let i = (sent as usize / 2) % sinks.len();
+            let group = sent / a.burst;
+            let i = (group as usize / 2) % sinks.len();
             let (phone_tx, client_tx) = &mut sinks[i];
             let stamp = base.elapsed().as_nanos() as u64;
             padding[..8].copy_from_slice(&stamp.to_be_bytes());
             let msg = Message::binary(padding.clone());
-            if sent.is_multiple_of(2) {
+            if group.is_multiple_of(2) {
                 phone_tx.send(msg).await.unwrap();
             } else {
                 client_tx.send(msg).await.unwrap();

@@ -84,6 +84,12 @@ pub async fn serve(
     let relay = state.relay.clone();
     let addr = listener.local_addr()?;
     tracing::info!(%addr, profile = ?state.config.profile, "bridge ready");
+    // TCP_NODELAY: responses and relayed messages are written whole; with Nagle's algorithm a
+    // second small message written back to back would wait for a delayed ACK (measured: up to
+    // 40 ms through the relay).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),

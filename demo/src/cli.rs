@@ -372,10 +372,53 @@ async fn phone(args: PhoneArgs) -> u8 {
         args.domain_id,
         args.policy,
     );
+    eprintln!("type the pairing code a device shows and press Enter to confirm it");
     print_phone_events(service.events());
-    let _ = tokio::signal::ctrl_c().await;
+    let mut lines = stdin_lines();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            line = lines.recv() => match line {
+                Some(line) => {
+                    let code = line.trim();
+                    if code.is_empty() {
+                        continue;
+                    }
+                    match service.client().confirm_pairing(code, None).await {
+                        Ok(device) => eprintln!(
+                            "  phone: paired {} '{}' ({})",
+                            device.model, device.name, device.id
+                        ),
+                        Err(e) => eprintln!("  phone: pairing code refused: {e}"),
+                    }
+                }
+                // stdin closed (e.g. run in the background): keep serving until Ctrl-C.
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    break;
+                }
+            },
+        }
+    }
     service.stop().await;
     0
+}
+
+/// Lines typed on stdin, read on a plain thread (the read blocks; the process ends with
+/// Ctrl-C either way).
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let _ = std::thread::Builder::new()
+        .name("stdin".to_owned())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    rx
 }
 
 async fn bench_command(args: BenchArgs) -> u8 {

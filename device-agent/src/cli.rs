@@ -98,7 +98,7 @@ pub enum Command {
 /// `pair` arguments.
 #[derive(Debug, Args)]
 pub struct PairArgs {
-    /// The bridge's base URL, e.g. https://bridge.example.com.
+    /// The bridge's base URL, e.g. <https://bridge.example.com>.
     #[arg(long, value_name = "URL")]
     pub bridge: String,
     /// The device's name as the companion app shows it (default: the host name).
@@ -119,7 +119,7 @@ pub struct CeremonyArgs {
     /// PublicKeyCredentialCreationOptionsJSON (register), as the relying party sent it.
     #[arg(long, value_name = "FILE")]
     pub options: PathBuf,
-    /// The web origin the user signs in to, e.g. https://example.com.
+    /// The web origin the user signs in to, e.g. <https://example.com>.
     #[arg(long, value_name = "URL")]
     pub origin: String,
     /// The bridge's base URL (default: the one the device was paired with).
