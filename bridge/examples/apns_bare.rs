@@ -51,7 +51,10 @@ async fn main() {
         .unwrap();
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some("KEY1234567".into());
-    let iat = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let iat = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let jwt = jsonwebtoken::encode(
         &header,
         &serde_json::json!({"iss": "TEAM123456", "iat": iat}),

@@ -87,6 +87,10 @@ impl AppState {
     /// Connects to the database, applies migrations and loads keys.
     pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
         config.validate()?;
+        if config.profile == crate::config::Profile::Development {
+            // The zero-configuration run creates what it needs, the database's folder included.
+            std::fs::create_dir_all(&config.data_dir)?;
+        }
         let store = Store::connect(&config.database_url(), config.database_max_connections).await?;
         Self::with_store(config, store, clock).await
     }

@@ -249,18 +249,30 @@ pub fn describe(progress: &Progress) -> String {
     }
 }
 
-/// Prints the phone's events on stderr until the channel closes.
-fn print_phone_events(mut events: broadcast::Receiver<ServiceEvent>) {
+/// Prints the phone's events on stderr until the channel closes; returns the ids of the
+/// deliveries the phone is done with, as it finishes them.
+fn print_phone_events(
+    mut events: broadcast::Receiver<ServiceEvent>,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (done_tx, done) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(ServiceEvent::Received { .. }) => {}
-                Ok(event) => eprintln!("  phone: {event}"),
+                Ok(event) => {
+                    eprintln!("  phone: {event}");
+                    if event.is_final()
+                        && let Some(id) = event.delivery_id()
+                    {
+                        let _ = done_tx.send(id.to_owned());
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     });
+    done
 }
 
 async fn ceremony(args: CeremonyArgs, register: bool) -> u8 {
@@ -282,15 +294,31 @@ async fn ceremony(args: CeremonyArgs, register: bool) -> u8 {
         stack.bridge_url,
         args.state.display()
     );
-    print_phone_events(stack.phone.events());
-    let mut progress = |p: Progress| eprintln!("device: {}", describe(&p));
+    let mut phone_done = print_phone_events(stack.phone.events());
+    let mut delivery = None;
+    let mut progress = |p: Progress| {
+        if let Progress::Requested { delivery_id, .. } = &p {
+            delivery = Some(delivery_id.clone());
+        }
+        eprintln!("device: {}", describe(&p));
+    };
     let result = if register {
         stack.register(&options, &args.origin, &mut progress).await
     } else {
         stack.sign_in(&options, &args.origin, &mut progress).await
     };
-    // Let the phone's last events reach stderr before the process ends.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Let the phone's last line about this request reach stderr before the process ends (it
+    // may still be closing the tunnel); a phone that never got the request says nothing.
+    if let Some(id) = delivery {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(done) = phone_done.recv().await {
+                if done == id {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
     stack.shutdown().await;
     match result {
         Ok(json) => print_json(&json),
@@ -373,7 +401,8 @@ async fn phone(args: PhoneArgs) -> u8 {
         args.policy,
     );
     eprintln!("type the pairing code a device shows and press Enter to confirm it");
-    print_phone_events(service.events());
+    // The phone runs until Ctrl-C; nobody waits for individual requests.
+    drop(print_phone_events(service.events()));
     let mut lines = stdin_lines();
     loop {
         tokio::select! {

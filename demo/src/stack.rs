@@ -50,7 +50,7 @@ pub const DEMO_ACCOUNT: &str = "demo";
 /// The device's name and model when it pairs.
 pub const DEVICE_NAME: &str = "Demo headset";
 /// The device's model.
-pub const DEVICE_MODEL: &str = "tether-demo";
+pub const DEVICE_MODEL: &str = "Simulated headset";
 
 /// Why the demo could not run.
 #[derive(Debug, Error)]

@@ -144,8 +144,10 @@ impl End {
             }
         };
         match self {
-            // Echo the status code, as RFC 6455 §5.5.1 suggests.
+            // Echo the status code, as RFC 6455 §5.5.1 suggests; a code that may not be sent
+            // (RFC 6455 §7.4) is answered with 1002.
             Self::Closed(side, status) => {
+                let status = status.map(|c| if sendable(c) { c } else { code::PROTOCOL });
                 peer_gone(side, Farewell::Answer(OutFrame::close(status, "")))
             }
             Self::Lost(side) => peer_gone(side, Farewell::Nothing),
@@ -194,6 +196,11 @@ impl End {
             ),
         }
     }
+}
+
+/// Whether a close code may appear in a close frame (RFC 6455 §7.4.1 and the IANA registry).
+fn sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Removes the tunnel from the table when the task ends, however it ends.
@@ -441,4 +448,19 @@ pub(crate) async fn run(relay: Relay, reservation: Reservation, phone: Io, phone
 fn finished(end: End) {
     tracing::debug!(reason = end.label(), "relay tunnel closed");
     ::metrics::counter!(TUNNELS_CLOSED_TOTAL, "reason" => end.label()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_close_codes_are_not_echoed() {
+        for ok in [1000, 1001, 1003, 1008, 1011, 3000, 4999] {
+            assert!(sendable(ok), "{ok}");
+        }
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 2999, 5000] {
+            assert!(!sendable(bad), "{bad}");
+        }
+    }
 }
